@@ -1,0 +1,348 @@
+//! `tip-enrich`: enrich IP addresses from a playbook or a shell.
+//!
+//! stdout is JSON Lines, one object per input in input order. Exit status: 0
+//! when every line is a verdict, 1 when any line is an error, 2 for usage or
+//! configuration errors.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use host_harness::egress::Egress;
+use host_harness::output::{error_json, report_json, trap_json, verdict_json};
+use host_harness::recordings::RecordingSet;
+use host_harness::runtime::{
+    ApiFlavour, AuthScheme, EnrichError, InstanceOptions, Runner, Runtime, Settings, empty_settings,
+};
+use host_harness::{BUNDLED_RECORDINGS, url_authority};
+
+/// Addresses sent to the component in one call.
+const CHUNK: usize = 64;
+/// Placeholder key for replays without a key (recordings never check it).
+const REPLAY_KEY: &str = "replay-without-a-key";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Api {
+    Tip,
+    Opentip,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Auth {
+    #[value(name = "x-api-key")]
+    XApiKey,
+    Bearer,
+    Basic,
+}
+
+/// Enrich IP addresses with Kaspersky Threat Intelligence Portal verdicts.
+///
+/// The API key comes from the TIP_API_KEY environment variable or
+/// --api-key-file, never from the command line. With no key and no --replay,
+/// the bundled recordings are replayed (a demo; said on stderr).
+#[derive(Debug, Parser)]
+#[command(name = "tip-enrich", version)]
+struct Cli {
+    /// Addresses to enrich; with none, read from stdin, one per line (blank
+    /// lines and lines starting with # are skipped).
+    #[arg(value_name = "IP")]
+    ips: Vec<String>,
+
+    /// API flavour.
+    #[arg(long, value_enum, default_value = "tip")]
+    api: Api,
+
+    /// Base URL (default: https://tip.kaspersky.com or https://opentip.kaspersky.com).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+
+    /// How the key is sent.
+    #[arg(long, value_enum, default_value = "x-api-key")]
+    auth: Auth,
+
+    /// Read the key (user:password for basic) from this file.
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+
+    /// Answer from the recordings in DIR; unrecorded requests are denied.
+    #[arg(long, value_name = "DIR", conflicts_with = "record")]
+    replay: Option<PathBuf>,
+
+    /// Query the live API and write each exchange to DIR (credentials redacted).
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+
+    /// Limit of each request, end to end (headers and whole body), in ms.
+    #[arg(long, value_name = "N", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..))]
+    timeout_ms: u32,
+
+    /// Run this build of the component instead of the bundled one.
+    #[arg(long, value_name = "PATH")]
+    component: Option<PathBuf>,
+
+    /// Print the full report (every section, typed, plus the raw JSON) instead of the verdict.
+    #[arg(long)]
+    full: bool,
+
+    /// Sections to request, comma separated (default: the verdict's three; every section with --full).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    sections: Option<Vec<String>>,
+
+    /// Records per list section (TIP).
+    #[arg(long, value_name = "N")]
+    count: Option<u32>,
+
+    /// Query the API for reserved addresses too, instead of answering them locally.
+    #[arg(long)]
+    query_reserved: bool,
+
+    /// Largest response body accepted, in bytes.
+    #[arg(long, value_name = "N")]
+    max_body_bytes: Option<u32>,
+
+    /// Linear-memory cap of the component, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_memory_mb: usize,
+}
+
+fn read_key(cli: &Cli) -> Result<Option<String>> {
+    if let Some(path) = &cli.api_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --api-key-file {}", path.display()))?;
+        let key = text.trim().to_owned();
+        if key.is_empty() {
+            bail!("--api-key-file {} is empty", path.display());
+        }
+        return Ok(Some(key));
+    }
+    Ok(std::env::var("TIP_API_KEY")
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty()))
+}
+
+fn settings(cli: &Cli, key: Option<String>) -> Settings {
+    let mut s = empty_settings();
+    s.api = Some(match cli.api {
+        Api::Tip => ApiFlavour::Tip,
+        Api::Opentip => ApiFlavour::Opentip,
+    });
+    s.base_url = cli.base_url.clone();
+    s.auth = Some(match cli.auth {
+        Auth::XApiKey => AuthScheme::XApiKey,
+        Auth::Bearer => AuthScheme::Bearer,
+        Auth::Basic => AuthScheme::Basic,
+    });
+    s.api_key = key;
+    s.total_timeout_ms = Some(cli.timeout_ms);
+    s.sections = cli.sections.clone();
+    s.count = cli.count;
+    s.query_reserved = Some(cli.query_reserved);
+    s.max_body_bytes = cli.max_body_bytes;
+    s
+}
+
+/// Builds the egress policy and the key to use; says on stderr when it is the demo.
+fn egress(cli: &Cli, key: Option<String>) -> Result<(Egress, Option<String>)> {
+    let base = cli.base_url.clone().unwrap_or_else(|| {
+        match cli.api {
+            Api::Tip => "https://tip.kaspersky.com",
+            Api::Opentip => "https://opentip.kaspersky.com",
+        }
+        .to_owned()
+    });
+    let load = |dir: &Path| -> Result<Egress> {
+        let set = RecordingSet::load(dir)
+            .with_context(|| format!("loading recordings from {}", dir.display()))?;
+        Ok(Egress::Replay(Arc::new(set)))
+    };
+    if let Some(dir) = &cli.replay {
+        return Ok((
+            load(dir)?,
+            Some(key.unwrap_or_else(|| REPLAY_KEY.to_owned())),
+        ));
+    }
+    let Some(key) = key else {
+        if cli.record.is_some() {
+            bail!("--record needs a key: set TIP_API_KEY or pass --api-key-file");
+        }
+        eprintln!(
+            "tip-enrich: no TIP_API_KEY and no --replay: replaying the bundled recordings in {} (demo mode)",
+            BUNDLED_RECORDINGS
+        );
+        return Ok((
+            load(Path::new(BUNDLED_RECORDINGS))?,
+            Some(REPLAY_KEY.to_owned()),
+        ));
+    };
+    let Some((_, allowed)) = url_authority(&base) else {
+        bail!("--base-url must be an http:// or https:// URL with a host and no credentials");
+    };
+    let egress = match &cli.record {
+        Some(dir) => Egress::Record {
+            allowed,
+            dir: dir.clone(),
+            secrets: secrets_of(&key),
+        },
+        None => Egress::Live { allowed },
+    };
+    Ok((egress, Some(key)))
+}
+
+fn secrets_of(key: &str) -> Vec<String> {
+    let mut out = vec![key.to_owned()];
+    if let Some((_, password)) = key.split_once(':') {
+        out.push(password.to_owned());
+    }
+    out
+}
+
+/// Reads addresses from stdin lazily, skipping blank and `#` lines.
+fn stdin_ips() -> impl Iterator<Item = String> {
+    let mut input = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    std::iter::from_fn(move || {
+        loop {
+            buf.clear();
+            match input.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                        continue;
+                    }
+                    return Some(line.to_owned());
+                }
+            }
+        }
+    })
+}
+
+#[derive(Default)]
+struct Tally {
+    errors: usize,
+    config_errors: usize,
+}
+
+impl Tally {
+    fn error(&mut self, e: &EnrichError) {
+        self.errors += 1;
+        if matches!(e, EnrichError::Config(_)) {
+            self.config_errors += 1;
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let key = read_key(&cli)?;
+    let (egress, key) = egress(&cli, key)?;
+    let settings = settings(&cli, key);
+    let runtime = match &cli.component {
+        Some(path) => Runtime::from_file(path),
+        None => Runtime::bundled(),
+    }
+    .map_err(|e| anyhow::anyhow!("{e:?}"))
+    .context("loading the component")?;
+    let mut options = InstanceOptions::new(egress);
+    options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
+    let mut runner = Runner::new(runtime, options);
+    let per_call = Duration::from_millis(u64::from(cli.timeout_ms)) + Duration::from_secs(1);
+
+    let mut ips: Box<dyn Iterator<Item = String>> = if cli.ips.is_empty() {
+        Box::new(stdin_ips())
+    } else {
+        Box::new(cli.ips.clone().into_iter())
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut tally = Tally::default();
+    let emit = |out: &mut BufWriter<_>, value: serde_json::Value| -> Result<()> {
+        serde_json::to_writer(&mut *out, &value)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+
+    loop {
+        let chunk: Vec<String> = ips.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        if cli.full {
+            for ip in &chunk {
+                match runner.call(|i| i.lookup(ip, &settings, per_call)) {
+                    Ok(Ok(report)) => emit(&mut out, report_json(&report))?,
+                    Ok(Err(e)) => {
+                        tally.error(&e);
+                        emit(&mut out, error_json(ip, &e))?;
+                    }
+                    Err(trap) => {
+                        tally.errors += 1;
+                        emit(
+                            &mut out,
+                            trap_json(ip, &format!("the component trapped: {trap}")),
+                        )?;
+                    }
+                }
+            }
+        } else {
+            let budget =
+                per_call * u32::try_from(chunk.len()).unwrap_or(u32::MAX) + Duration::from_secs(5);
+            let results = match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
+                Ok(results) if results.len() == chunk.len() => {
+                    results.into_iter().map(Ok).collect()
+                }
+                // A trap (or a wrong-length answer): retry one by one on fresh
+                // instances so one bad input cannot sink its neighbours.
+                _ => chunk
+                    .iter()
+                    .map(|ip| {
+                        runner
+                            .call(|i| i.enrich(ip, &settings, per_call))
+                            .map_err(|t| format!("{t}"))
+                    })
+                    .collect::<Vec<_>>(),
+            };
+            for (ip, result) in chunk.iter().zip(results) {
+                match result {
+                    Ok(Ok(verdict)) => emit(&mut out, verdict_json(&verdict))?,
+                    Ok(Err(e)) => {
+                        tally.error(&e);
+                        emit(&mut out, error_json(ip, &e))?;
+                    }
+                    Err(trap) => {
+                        tally.errors += 1;
+                        emit(
+                            &mut out,
+                            trap_json(ip, &format!("the component trapped: {trap}")),
+                        )?;
+                    }
+                }
+            }
+        }
+        out.flush()?;
+    }
+    out.flush()?;
+    Ok(if tally.config_errors > 0 {
+        ExitCode::from(2)
+    } else if tally.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tip-enrich: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

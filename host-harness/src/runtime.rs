@@ -1,0 +1,319 @@
+//! The wasmtime embedding: compile the component once ([`Runtime`]), give each
+//! [`Instance`] its own store with a memory cap, an epoch deadline per call and
+//! the egress hooks, and re-instantiate after a trap ([`Runner`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::egress::{Egress, Hooks, RequestLog};
+
+/// Generated host bindings of `wit/enrich.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "enricher",
+        path: "../wit",
+    });
+}
+
+pub use bindings::exports::tip::enrich::enrich_ip::{
+    ApiFlavour, AptReport, AuthScheme, EnrichError, IpStatus, Quota, RateLimit, Report, Settings,
+    SoarVerdict, UpstreamError, Verdict, VerdictSource, Zone, ZoneVerdict,
+};
+
+/// The component built from this checkout by `build.rs`.
+pub const COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_COMPONENT_PATH"));
+
+/// Path of the bundled component on the build machine.
+pub const COMPONENT_PATH: &str = env!("TIP_ENRICH_COMPONENT_PATH");
+
+/// Epoch tick length.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Default memory cap of one store.
+pub const DEFAULT_MAX_MEMORY: usize = 256 * 1024 * 1024;
+
+/// Store data: WASI, wasi-http, the egress hooks and the limits.
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Hooks,
+    limits: StoreLimits,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Increments the engine's epoch every [`TICK`] until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tip-enrich-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Ticker { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A compiled component and its linker, shared by every instance.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: bindings::EnricherPre<State>,
+    _ticker: Arc<Ticker>,
+}
+
+/// Per-instance settings.
+#[derive(Debug, Clone)]
+pub struct InstanceOptions {
+    /// Egress policy.
+    pub egress: Egress,
+    /// Environment variables the component sees (nothing of the host's by default).
+    pub env: Vec<(String, String)>,
+    /// Linear-memory cap in bytes.
+    pub max_memory_bytes: usize,
+    /// Log of requests.
+    pub log: RequestLog,
+}
+
+impl InstanceOptions {
+    /// Options with the given egress, no environment, the default memory cap.
+    pub fn new(egress: Egress) -> InstanceOptions {
+        InstanceOptions {
+            egress,
+            env: Vec::new(),
+            max_memory_bytes: DEFAULT_MAX_MEMORY,
+            log: RequestLog::default(),
+        }
+    }
+}
+
+impl Runtime {
+    /// Compiles the bundled component.
+    pub fn bundled() -> wasmtime::Result<Runtime> {
+        Runtime::new(COMPONENT)
+    }
+
+    /// Compiles a component from a file.
+    pub fn from_file(path: &Path) -> wasmtime::Result<Runtime> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| wasmtime::format_err!("reading component {}: {e}", path.display()))?;
+        Runtime::new(&bytes)
+    }
+
+    /// Compiles a component from bytes and links WASI and wasi-http.
+    pub fn new(wasm: &[u8]) -> wasmtime::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let component = Component::new(&engine, wasm)?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+        let pre = bindings::EnricherPre::new(linker.instantiate_pre(&component)?)?;
+        let ticker = Arc::new(Ticker::start(engine.clone()));
+        Ok(Runtime {
+            engine,
+            pre,
+            _ticker: ticker,
+        })
+    }
+
+    /// A fresh instance in its own store.
+    pub fn instantiate(&self, options: &InstanceOptions) -> wasmtime::Result<Instance> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&options.env);
+        let state = State {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks {
+                egress: options.egress.clone(),
+                log: options.log.clone(),
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(options.max_memory_bytes)
+                .instances(4)
+                .tables(16)
+                .memories(4)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        store.epoch_deadline_trap();
+        let enricher = self.pre.instantiate(&mut store)?;
+        Ok(Instance { store, enricher })
+    }
+}
+
+/// One instantiated component. After a trap, drop it and make another.
+pub struct Instance {
+    store: Store<State>,
+    enricher: bindings::Enricher,
+}
+
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_millis() / TICK.as_millis()).saturating_add(2) as u64
+}
+
+impl Instance {
+    /// `enrich-with`; `budget` bounds the whole call (epoch deadline).
+    pub fn enrich(
+        &mut self,
+        ip: &str,
+        settings: &Settings,
+        budget: Duration,
+    ) -> wasmtime::Result<Result<Verdict, EnrichError>> {
+        self.store.set_epoch_deadline(ticks(budget));
+        self.enricher
+            .tip_enrich_enrich_ip()
+            .call_enrich_with(&mut self.store, ip, settings)
+    }
+
+    /// `enrich` (settings from the component's environment).
+    pub fn enrich_env(
+        &mut self,
+        ip: &str,
+        budget: Duration,
+    ) -> wasmtime::Result<Result<Verdict, EnrichError>> {
+        self.store.set_epoch_deadline(ticks(budget));
+        self.enricher
+            .tip_enrich_enrich_ip()
+            .call_enrich(&mut self.store, ip)
+    }
+
+    /// `enrich-batch-with`.
+    pub fn enrich_batch(
+        &mut self,
+        ips: &[String],
+        settings: &Settings,
+        budget: Duration,
+    ) -> wasmtime::Result<Vec<Result<Verdict, EnrichError>>> {
+        self.store.set_epoch_deadline(ticks(budget));
+        self.enricher
+            .tip_enrich_enrich_ip()
+            .call_enrich_batch_with(&mut self.store, ips, settings)
+    }
+
+    /// `lookup-with`.
+    pub fn lookup(
+        &mut self,
+        ip: &str,
+        settings: &Settings,
+        budget: Duration,
+    ) -> wasmtime::Result<Result<Report, EnrichError>> {
+        self.store.set_epoch_deadline(ticks(budget));
+        self.enricher
+            .tip_enrich_enrich_ip()
+            .call_lookup_with(&mut self.store, ip, settings)
+    }
+}
+
+/// An instance that is replaced after a trap: a trap in one call is returned
+/// as an error, and the next call runs on a fresh instance.
+pub struct Runner {
+    runtime: Runtime,
+    options: InstanceOptions,
+    current: Option<Instance>,
+    traps: usize,
+}
+
+impl Runner {
+    /// A runner over `runtime` with `options`.
+    pub fn new(runtime: Runtime, options: InstanceOptions) -> Runner {
+        Runner {
+            runtime,
+            options,
+            current: None,
+            traps: 0,
+        }
+    }
+
+    /// Traps seen so far.
+    pub fn traps(&self) -> usize {
+        self.traps
+    }
+
+    /// Runs `f` on the current instance (made if needed); drops it on a trap.
+    pub fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        let instance = match &mut self.current {
+            Some(instance) => instance,
+            slot => slot.insert(self.runtime.instantiate(&self.options)?),
+        };
+        let result = f(instance);
+        if result.is_err() {
+            self.current = None;
+            self.traps += 1;
+        }
+        result
+    }
+}
+
+/// Settings with every field unset.
+pub fn empty_settings() -> Settings {
+    Settings {
+        api: None,
+        base_url: None,
+        auth: None,
+        api_key: None,
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        between_bytes_timeout_ms: None,
+        total_timeout_ms: None,
+        sections: None,
+        count: None,
+        max_body_bytes: None,
+        query_reserved: None,
+        verdict_map: None,
+    }
+}

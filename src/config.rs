@@ -1,0 +1,645 @@
+//! Resolving WIT `settings` (each field optional) against the environment and
+//! the defaults into a complete, validated [`Config`].
+
+use crate::bindings::{ApiFlavour, AuthScheme, Settings, SoarVerdict, Zone, ZoneVerdict};
+use crate::error::Error;
+use crate::lenient::parse_zone;
+
+/// Sections a verdict needs (`HasApt` and `RelatedAptReports` live in `IpGeneralInfo`).
+pub const VERDICT_SECTIONS: [&str; 3] = ["LicenseInfo", "Zone", "IpGeneralInfo"];
+
+/// Default response body cap.
+pub const DEFAULT_MAX_BODY_BYTES: u32 = 8 * 1024 * 1024;
+
+/// What a call is for: the default sections differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `enrich*`: the three verdict sections.
+    Verdict,
+    /// `lookup*`: every section.
+    Report,
+}
+
+/// A validated base URL, split for wasi-http.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    /// True for `https`.
+    pub https: bool,
+    /// `host[:port]` (IPv6 hosts in brackets).
+    pub authority: String,
+    /// Path prefix without a trailing slash (often empty).
+    pub path_prefix: String,
+}
+
+impl BaseUrl {
+    /// Parses an `http://` or `https://` URL with no credentials, query or fragment.
+    pub fn parse(url: &str) -> Result<BaseUrl, Error> {
+        // The URL is not echoed: it may carry credentials or a token in its path.
+        let bad = |why: &str| Error::Config(format!("the base URL is not usable: {why}"));
+        let url = url.trim();
+        let (https, rest) = if let Some(rest) = strip_prefix_ci(url, "https://") {
+            (true, rest)
+        } else if let Some(rest) = strip_prefix_ci(url, "http://") {
+            (false, rest)
+        } else {
+            return Err(bad("it must start with http:// or https://"));
+        };
+        if rest.contains(['?', '#']) {
+            return Err(bad("no query or fragment allowed"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (
+                rest.get(..i).unwrap_or_default(),
+                rest.get(i..).unwrap_or_default(),
+            ),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        if authority.contains('@') {
+            return Err(bad(
+                "credentials in the URL are not accepted; use the API key settings",
+            ));
+        }
+        let url_safe = |c: char| {
+            c.is_ascii_graphic()
+                && !matches!(c, '"' | '<' | '>' | '\\' | '^' | '`' | '{' | '|' | '}')
+        };
+        if !authority.chars().all(url_safe) || !path.chars().all(url_safe) {
+            return Err(bad("it contains characters that are not allowed in a URL"));
+        }
+        if let Some((host, port)) = split_port(authority) {
+            if host.is_empty() {
+                return Err(bad("no host"));
+            }
+            if !port.is_empty() && port.parse::<u16>().is_err() {
+                return Err(bad("the port is not a number from 0 to 65535"));
+            }
+        }
+        Ok(BaseUrl {
+            https,
+            authority: authority.to_ascii_lowercase(),
+            path_prefix: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The URL back as text.
+    pub fn to_url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.https { "https" } else { "http" },
+            self.authority,
+            self.path_prefix
+        )
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| s.get(prefix.len()..))
+        .flatten()
+}
+
+/// Splits `host:port` (`[v6]:port`); `None` when there is no port.
+fn split_port(authority: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let close = rest.find(']')?;
+        let after = rest.get(close + 1..)?;
+        return after
+            .strip_prefix(':')
+            .map(|p| (rest.get(..close).unwrap_or_default(), p));
+    }
+    authority.rsplit_once(':')
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// The complete settings of one call.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    /// API flavour.
+    pub api: ApiFlavour,
+    /// Where to send requests.
+    pub base_url: BaseUrl,
+    /// How the key is sent.
+    pub auth: AuthScheme,
+    /// The key (`user:password` for basic); `None` when not configured.
+    pub api_key: Option<String>,
+    /// Connect timeout, ms.
+    pub connect_timeout_ms: u32,
+    /// Time to response headers, ms.
+    pub first_byte_timeout_ms: u32,
+    /// Longest pause between body chunks, ms.
+    pub between_bytes_timeout_ms: u32,
+    /// End-to-end limit of one request, ms.
+    pub total_timeout_ms: u32,
+    /// Sections to request (TIP); empty means all.
+    pub sections: Vec<String>,
+    /// Records per list section (TIP).
+    pub count: Option<u32>,
+    /// Body cap in bytes.
+    pub max_body_bytes: u32,
+    /// Query the API for reserved addresses too.
+    pub query_reserved: bool,
+    /// Zone to verdict mapping.
+    pub verdict_map: VerdictMap,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("api", &self.api)
+            .field("base_url", &self.base_url.to_url())
+            .field("auth", &self.auth)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("total_timeout_ms", &self.total_timeout_ms)
+            .field("sections", &self.sections)
+            .field("count", &self.count)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("query_reserved", &self.query_reserved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The secrets a message must never show: the key, and for basic auth the password alone.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        if let Some(key) = self.api_key.as_deref() {
+            out.push(key);
+            if let Some((_, password)) = key.split_once(':') {
+                out.push(password);
+            }
+        }
+        out
+    }
+
+    /// The key, or a config error saying how to set it.
+    pub fn require_key(&self) -> Result<&str, Error> {
+        self.api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Error::Config("no API key: set TIP_API_KEY (or settings.api-key)".into())
+            })
+    }
+}
+
+/// Zone to verdict mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictMap {
+    /// Indexed by [`zone_index`].
+    pub by_zone: [SoarVerdict; 5],
+}
+
+/// Position of a zone in [`VerdictMap::by_zone`].
+pub fn zone_index(zone: Zone) -> usize {
+    match zone {
+        Zone::Red => 0,
+        Zone::Orange => 1,
+        Zone::Yellow => 2,
+        Zone::Grey => 3,
+        Zone::Green => 4,
+    }
+}
+
+impl Default for VerdictMap {
+    /// red → malicious, orange → suspicious, yellow → suspicious, grey → unknown, green → benign.
+    fn default() -> Self {
+        VerdictMap {
+            by_zone: [
+                SoarVerdict::Malicious,
+                SoarVerdict::Suspicious,
+                SoarVerdict::Suspicious,
+                SoarVerdict::Unknown,
+                SoarVerdict::Benign,
+            ],
+        }
+    }
+}
+
+impl VerdictMap {
+    /// The verdict a zone reads as.
+    pub fn get(&self, zone: Zone) -> SoarVerdict {
+        self.by_zone
+            .get(zone_index(zone))
+            .copied()
+            .unwrap_or(SoarVerdict::Unknown)
+    }
+
+    fn apply(&mut self, entries: &[ZoneVerdict]) {
+        for entry in entries {
+            if let Some(slot) = self.by_zone.get_mut(zone_index(entry.zone)) {
+                *slot = entry.verdict;
+            }
+        }
+    }
+}
+
+/// Reads an environment variable; the component passes wasi:cli/environment,
+/// tests pass a map.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Resolves settings: explicit field, else environment variable, else default.
+    pub fn resolve(
+        settings: &Settings,
+        env: EnvLookup<'_>,
+        purpose: Purpose,
+    ) -> Result<Config, Error> {
+        let env_nonempty = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let api = match settings.api {
+            Some(api) => api,
+            None => match env_nonempty("TIP_API") {
+                Some(v) => parse_api(&v)?,
+                None => ApiFlavour::Tip,
+            },
+        };
+        let base_url = match settings
+            .base_url
+            .clone()
+            .or_else(|| env_nonempty("TIP_BASE_URL"))
+        {
+            Some(url) => BaseUrl::parse(&url)?,
+            None => BaseUrl::parse(default_base_url(api))?,
+        };
+        let auth = match settings.auth {
+            Some(auth) => auth,
+            None => match env_nonempty("TIP_AUTH") {
+                Some(v) => parse_auth(&v)?,
+                None => AuthScheme::XApiKey,
+            },
+        };
+        let api_key = settings
+            .api_key
+            .clone()
+            .or_else(|| env("TIP_API_KEY"))
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty());
+        if let Some(key) = &api_key {
+            if !key.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+                return Err(Error::Config(
+                    "the API key has characters that cannot go in an HTTP header".into(),
+                ));
+            }
+            if auth == AuthScheme::Basic && !key.contains(':') {
+                return Err(Error::Config(
+                    "basic auth needs the key as user:password".into(),
+                ));
+            }
+        }
+
+        let ms = |field: Option<u32>, var: &str, default: u32| -> Result<u32, Error> {
+            match field {
+                Some(v) => Ok(v),
+                None => env_u32(env_nonempty(var), var).map(|v| v.unwrap_or(default)),
+            }
+        };
+        let total_timeout_ms = ms(settings.total_timeout_ms, "TIP_TIMEOUT_MS", 60_000)?;
+        let connect_timeout_ms = ms(
+            settings.connect_timeout_ms,
+            "TIP_CONNECT_TIMEOUT_MS",
+            10_000,
+        )?;
+        let first_byte_timeout_ms = ms(
+            settings.first_byte_timeout_ms,
+            "TIP_FIRST_BYTE_TIMEOUT_MS",
+            30_000,
+        )?;
+        let between_bytes_timeout_ms = ms(
+            settings.between_bytes_timeout_ms,
+            "TIP_BETWEEN_BYTES_TIMEOUT_MS",
+            30_000,
+        )?;
+        for (name, value) in [
+            ("total", total_timeout_ms),
+            ("connect", connect_timeout_ms),
+            ("first-byte", first_byte_timeout_ms),
+            ("between-bytes", between_bytes_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!(
+                    "the {name} timeout must be at least 1 ms"
+                )));
+            }
+        }
+
+        let sections = match settings.sections.clone() {
+            Some(list) => list,
+            None => match env_nonempty("TIP_SECTIONS") {
+                Some(v) => v
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                None => match purpose {
+                    Purpose::Verdict => VERDICT_SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
+                    Purpose::Report => Vec::new(),
+                },
+            },
+        };
+        for section in &sections {
+            if section.is_empty()
+                || !section
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(Error::Config(format!(
+                    "section name {:?} is not valid (letters, digits and _ only)",
+                    shorten(section)
+                )));
+            }
+        }
+
+        let count = match settings.count {
+            Some(c) => Some(c),
+            None => env_u32(env_nonempty("TIP_COUNT"), "TIP_COUNT")?,
+        };
+        let max_body_bytes = ms(
+            settings.max_body_bytes,
+            "TIP_MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES,
+        )?;
+        let query_reserved = match settings.query_reserved {
+            Some(b) => b,
+            None => match env_nonempty("TIP_QUERY_RESERVED") {
+                Some(v) => parse_bool(&v, "TIP_QUERY_RESERVED")?,
+                None => false,
+            },
+        };
+        let mut verdict_map = VerdictMap::default();
+        match &settings.verdict_map {
+            Some(entries) => verdict_map.apply(entries),
+            None => {
+                if let Some(v) = env_nonempty("TIP_VERDICT_MAP") {
+                    verdict_map.apply(&parse_verdict_map(&v)?);
+                }
+            }
+        }
+
+        Ok(Config {
+            api,
+            base_url,
+            auth,
+            api_key,
+            connect_timeout_ms,
+            first_byte_timeout_ms,
+            between_bytes_timeout_ms,
+            total_timeout_ms,
+            sections,
+            count,
+            max_body_bytes,
+            query_reserved,
+            verdict_map,
+        })
+    }
+}
+
+/// The default base URL of a flavour.
+pub fn default_base_url(api: ApiFlavour) -> &'static str {
+    match api {
+        ApiFlavour::Tip => "https://tip.kaspersky.com",
+        ApiFlavour::Opentip => "https://opentip.kaspersky.com",
+    }
+}
+
+fn env_u32(value: Option<String>, var: &str) -> Result<Option<u32>, Error> {
+    value
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                Error::Config(format!("{var} must be a whole number from 0 to 4294967295"))
+            })
+        })
+        .transpose()
+}
+
+fn parse_bool(v: &str, var: &str) -> Result<bool, Error> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::Config(format!("{var} must be true or false"))),
+    }
+}
+
+/// Parses `tip` or `opentip`.
+pub fn parse_api(v: &str) -> Result<ApiFlavour, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "tip" => Ok(ApiFlavour::Tip),
+        "opentip" => Ok(ApiFlavour::Opentip),
+        _ => Err(Error::Config("TIP_API must be tip or opentip".into())),
+    }
+}
+
+/// Parses `x-api-key`, `bearer` or `basic`.
+pub fn parse_auth(v: &str) -> Result<AuthScheme, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "x-api-key" => Ok(AuthScheme::XApiKey),
+        "bearer" => Ok(AuthScheme::Bearer),
+        "basic" => Ok(AuthScheme::Basic),
+        _ => Err(Error::Config(
+            "TIP_AUTH must be x-api-key, bearer or basic".into(),
+        )),
+    }
+}
+
+/// Parses `zone=verdict,zone=verdict` (e.g. `yellow=benign,gray=unknown`).
+pub fn parse_verdict_map(v: &str) -> Result<Vec<ZoneVerdict>, Error> {
+    let bad =
+        || Error::Config("TIP_VERDICT_MAP must look like yellow=benign,orange=malicious".into());
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (zone, verdict) = pair.split_once('=').ok_or_else(bad)?;
+            let zone = parse_zone(zone).ok_or_else(bad)?;
+            let verdict = match verdict.trim().to_ascii_lowercase().as_str() {
+                "malicious" => SoarVerdict::Malicious,
+                "suspicious" => SoarVerdict::Suspicious,
+                "benign" => SoarVerdict::Benign,
+                "unknown" => SoarVerdict::Unknown,
+                _ => return Err(bad()),
+            };
+            Ok(ZoneVerdict { zone, verdict })
+        })
+        .collect()
+}
+
+/// Settings with every field unset.
+pub fn empty_settings() -> Settings {
+    Settings {
+        api: None,
+        base_url: None,
+        auth: None,
+        api_key: None,
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        between_bytes_timeout_ms: None,
+        total_timeout_ms: None,
+        sections: None,
+        count: None,
+        max_body_bytes: None,
+        query_reserved: None,
+        verdict_map: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve_env(
+        vars: &[(&str, &str)],
+        settings: Settings,
+        purpose: Purpose,
+    ) -> Result<Config, Error> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(&settings, &|k| map.get(k).cloned(), purpose)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve_env(&[], empty_settings(), Purpose::Verdict).unwrap();
+        assert_eq!(c.api, ApiFlavour::Tip);
+        assert_eq!(c.base_url.to_url(), "https://tip.kaspersky.com");
+        assert_eq!(c.auth, AuthScheme::XApiKey);
+        assert_eq!(c.api_key, None);
+        assert_eq!(c.sections, VERDICT_SECTIONS);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(!c.query_reserved);
+        assert_eq!(c.verdict_map, VerdictMap::default());
+        let r = resolve_env(&[], empty_settings(), Purpose::Report).unwrap();
+        assert!(r.sections.is_empty());
+        let o = resolve_env(
+            &[("TIP_API", "OpenTIP")],
+            empty_settings(),
+            Purpose::Verdict,
+        )
+        .unwrap();
+        assert_eq!(o.base_url.to_url(), "https://opentip.kaspersky.com");
+    }
+
+    #[test]
+    fn settings_beat_environment() {
+        let mut s = empty_settings();
+        s.base_url = Some("http://127.0.0.1:8080/gw/".into());
+        s.api_key = Some("from-settings".into());
+        let c = resolve_env(
+            &[
+                ("TIP_BASE_URL", "https://other.example"),
+                ("TIP_API_KEY", "from-env"),
+                ("TIP_AUTH", "bearer"),
+            ],
+            s,
+            Purpose::Verdict,
+        )
+        .unwrap();
+        assert_eq!(c.base_url.authority, "127.0.0.1:8080");
+        assert_eq!(c.base_url.path_prefix, "/gw");
+        assert!(!c.base_url.https);
+        assert_eq!(c.api_key.as_deref(), Some("from-settings"));
+        assert_eq!(c.auth, AuthScheme::Bearer);
+    }
+
+    #[test]
+    fn environment_fills_every_field() {
+        let c = resolve_env(
+            &[
+                ("TIP_API", "opentip"),
+                ("TIP_BASE_URL", "https://[::1]:8443"),
+                ("TIP_AUTH", "basic"),
+                ("TIP_API_KEY", "user:pa ss"),
+                ("TIP_TIMEOUT_MS", "1500"),
+                ("TIP_CONNECT_TIMEOUT_MS", "100"),
+                ("TIP_FIRST_BYTE_TIMEOUT_MS", "200"),
+                ("TIP_BETWEEN_BYTES_TIMEOUT_MS", "300"),
+                ("TIP_SECTIONS", "Zone, IpWhoIs"),
+                ("TIP_COUNT", "10"),
+                ("TIP_MAX_BODY_BYTES", "1024"),
+                ("TIP_QUERY_RESERVED", "yes"),
+                ("TIP_VERDICT_MAP", "yellow=benign, Gray=suspicious"),
+            ],
+            empty_settings(),
+            Purpose::Verdict,
+        )
+        .unwrap();
+        assert_eq!(c.api, ApiFlavour::Opentip);
+        assert_eq!(c.base_url.authority, "[::1]:8443");
+        assert_eq!(c.auth, AuthScheme::Basic);
+        assert_eq!(
+            (
+                c.total_timeout_ms,
+                c.connect_timeout_ms,
+                c.first_byte_timeout_ms,
+                c.between_bytes_timeout_ms
+            ),
+            (1500, 100, 200, 300)
+        );
+        assert_eq!(c.sections, ["Zone", "IpWhoIs"]);
+        assert_eq!(c.count, Some(10));
+        assert_eq!(c.max_body_bytes, 1024);
+        assert!(c.query_reserved);
+        assert_eq!(c.verdict_map.get(Zone::Yellow), SoarVerdict::Benign);
+        assert_eq!(c.verdict_map.get(Zone::Grey), SoarVerdict::Suspicious);
+        assert_eq!(c.verdict_map.get(Zone::Red), SoarVerdict::Malicious);
+        assert_eq!(c.secrets(), ["user:pa ss", "pa ss"]);
+    }
+
+    #[test]
+    fn bad_values_are_config_errors_without_the_key() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("TIP_API", "virustotal")],
+            &[("TIP_AUTH", "cert")],
+            &[("TIP_BASE_URL", "ftp://x")],
+            &[("TIP_BASE_URL", "https://user:secret-key@host")],
+            &[("TIP_BASE_URL", "https://host?x=1")],
+            &[("TIP_BASE_URL", "https://host:99999")],
+            &[("TIP_BASE_URL", "https://")],
+            &[("TIP_TIMEOUT_MS", "soon")],
+            &[("TIP_TIMEOUT_MS", "0")],
+            &[("TIP_SECTIONS", "Zone&x=1")],
+            &[("TIP_QUERY_RESERVED", "maybe")],
+            &[("TIP_VERDICT_MAP", "purple=benign")],
+            &[
+                ("TIP_AUTH", "basic"),
+                ("TIP_API_KEY", "secret-key-no-colon"),
+            ],
+            &[("TIP_API_KEY", "secret-key\r\nX-Evil: 1")],
+        ];
+        for vars in cases {
+            match resolve_env(vars, empty_settings(), Purpose::Verdict) {
+                Err(Error::Config(msg)) => assert!(!msg.contains("secret-key"), "{msg}"),
+                other => panic!("{vars:?}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_key_is_reported_only_when_needed() {
+        let c = resolve_env(&[], empty_settings(), Purpose::Verdict).unwrap();
+        assert!(matches!(c.require_key(), Err(Error::Config(m)) if m.contains("TIP_API_KEY")));
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let c = resolve_env(
+            &[("TIP_API_KEY", "hunter2-key")],
+            empty_settings(),
+            Purpose::Verdict,
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

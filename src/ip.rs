@@ -1,0 +1,362 @@
+//! IP address parsing, normalisation and special-purpose classification.
+//!
+//! Input comes from attackers' traffic via SIEM fields, so parsing is strict:
+//! exactly one IPv4 or IPv6 address, surrounding whitespace trimmed, nothing
+//! else. IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is looked up as the IPv4 address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+/// Longest input worth parsing: the longest textual IPv6 address is 45 bytes.
+const MAX_INPUT_LEN: usize = 64;
+
+/// Why an input is not a single IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input} is not a single IP address: {reason}")]
+pub struct IpError {
+    /// The input, quoted, escaped and shortened for display.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+fn quote(input: &str) -> String {
+    let mut shown: String = input.chars().take(48).collect();
+    if shown.len() < input.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}
+
+/// Parses one address. On success the address is normalised: IPv4-mapped IPv6
+/// becomes IPv4, and its `Display` is the canonical text (RFC 5952 for IPv6).
+pub fn parse_ip(input: &str) -> Result<IpAddr, IpError> {
+    let err = |reason| IpError {
+        input: quote(input),
+        reason,
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    if s.len() > MAX_INPUT_LEN {
+        return Err(err("too long"));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err("contains whitespace or control characters"));
+    }
+    if s.contains('/') {
+        return Err(err("a CIDR range, not an address"));
+    }
+    if s.starts_with('[') || s.ends_with(']') {
+        return Err(err(
+            "brackets (and ports) are URL syntax, give the bare address",
+        ));
+    }
+    if s.contains('%') {
+        return Err(err("IPv6 zone indexes are not accepted"));
+    }
+    if s.contains('.') && s.matches(':').count() == 1 {
+        return Err(err("a port is not accepted"));
+    }
+    if has_leading_zero_octet(s) {
+        return Err(err("leading zeros in an IPv4 octet are ambiguous (octal?)"));
+    }
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => Ok(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }),
+        Ok(v4) => Ok(v4),
+        Err(_)
+            if s.chars()
+                .any(|c| c.is_ascii_alphabetic() && !c.is_ascii_hexdigit()) =>
+        {
+            Err(err("a hostname or other text, not an address"))
+        }
+        Err(_) => Err(err("malformed address")),
+    }
+}
+
+/// Whether the dotted-quad part (of IPv4, or the tail of IPv6) has an octet
+/// like `010`.
+fn has_leading_zero_octet(s: &str) -> bool {
+    let quad = s.rsplit(':').next().unwrap_or(s);
+    quad.contains('.')
+        && quad
+            .split('.')
+            .any(|octet| octet.len() > 1 && octet.starts_with('0'))
+}
+
+/// A special-purpose block: the network and a short description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialBlock {
+    /// The block in CIDR notation.
+    pub cidr: &'static str,
+    /// What it is for, with its RFC.
+    pub name: &'static str,
+}
+
+impl std::fmt::Display for SpecialBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.cidr, self.name)
+    }
+}
+
+macro_rules! v4 {
+    ($a:literal, $b:literal, $c:literal, $d:literal / $len:literal, $name:literal) => {
+        (
+            Ipv4Net::new_assert(Ipv4Addr::new($a, $b, $c, $d), $len),
+            SpecialBlock {
+                cidr: concat!($a, ".", $b, ".", $c, ".", $d, "/", $len),
+                name: $name,
+            },
+        )
+    };
+}
+
+/// IPv4 blocks that are globally reachable although inside a larger special block
+/// (IANA: "Globally Reachable: True").
+const V4_GLOBAL_EXCEPTIONS: [Ipv4Net; 2] = [
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 9), 32),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 10), 32),
+];
+
+/// IPv4 blocks that are not globally reachable: the IANA IPv4 Special-Purpose
+/// Address Registry (RFC 6890 and updates) entries marked "Globally Reachable:
+/// False" or N/A, plus multicast. Most specific entries first.
+const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 19] = [
+    v4!(255, 255, 255, 255 / 32, "limited broadcast, RFC 919"),
+    v4!(
+        192,
+        0,
+        0,
+        0 / 29,
+        "IPv4 service continuity prefix, RFC 7335"
+    ),
+    v4!(192, 0, 0, 8 / 32, "IPv4 dummy address, RFC 7600"),
+    v4!(192, 0, 0, 170 / 31, "NAT64/DNS64 discovery, RFC 8880"),
+    v4!(192, 0, 0, 0 / 24, "IETF protocol assignments, RFC 6890"),
+    v4!(0, 0, 0, 0 / 8, "\"this network\", RFC 791"),
+    v4!(10, 0, 0, 0 / 8, "private use, RFC 1918"),
+    v4!(100, 64, 0, 0 / 10, "shared address space (CGNAT), RFC 6598"),
+    v4!(127, 0, 0, 0 / 8, "loopback, RFC 1122"),
+    v4!(169, 254, 0, 0 / 16, "link-local, RFC 3927"),
+    v4!(172, 16, 0, 0 / 12, "private use, RFC 1918"),
+    v4!(192, 0, 2, 0 / 24, "documentation TEST-NET-1, RFC 5737"),
+    v4!(
+        192,
+        88,
+        99,
+        0 / 24,
+        "deprecated 6to4 relay anycast, RFC 7526"
+    ),
+    v4!(192, 168, 0, 0 / 16, "private use, RFC 1918"),
+    v4!(198, 18, 0, 0 / 15, "benchmarking, RFC 2544"),
+    v4!(198, 51, 100, 0 / 24, "documentation TEST-NET-2, RFC 5737"),
+    v4!(203, 0, 113, 0 / 24, "documentation TEST-NET-3, RFC 5737"),
+    v4!(224, 0, 0, 0 / 4, "multicast, RFC 5771"),
+    v4!(240, 0, 0, 0 / 4, "reserved, RFC 1112"),
+];
+
+macro_rules! v6 {
+    ($addr:expr, $len:literal, $cidr:literal, $name:literal) => {
+        (
+            Ipv6Net::new_assert($addr, $len),
+            SpecialBlock {
+                cidr: $cidr,
+                name: $name,
+            },
+        )
+    };
+}
+
+const fn a6(s0: u16, s1: u16, s2: u16) -> Ipv6Addr {
+    Ipv6Addr::new(s0, s1, s2, 0, 0, 0, 0, 0)
+}
+
+/// IPv6 blocks inside 2001::/23 that IANA marks globally reachable.
+const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 6] = [
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 1), 128),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 2), 128),
+    Ipv6Net::new_assert(a6(0x2001, 3, 0), 32),
+    Ipv6Net::new_assert(a6(0x2001, 4, 0x112), 48),
+    Ipv6Net::new_assert(a6(0x2001, 0x20, 0), 28),
+    Ipv6Net::new_assert(a6(0x2001, 0x30, 0), 28),
+];
+
+/// IPv6 blocks that are not globally reachable (IANA IPv6 Special-Purpose
+/// Address Registry, "Globally Reachable: False"), plus multicast.
+const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 13] = [
+    v6!(
+        Ipv6Addr::UNSPECIFIED,
+        128,
+        "::/128",
+        "unspecified, RFC 4291"
+    ),
+    v6!(Ipv6Addr::LOCALHOST, 128, "::1/128", "loopback, RFC 4291"),
+    v6!(
+        a6(0x64, 0xff9b, 1),
+        48,
+        "64:ff9b:1::/48",
+        "local-use IPv4/IPv6 translation, RFC 8215"
+    ),
+    v6!(a6(0x100, 0, 0), 64, "100::/64", "discard-only, RFC 6666"),
+    v6!(
+        a6(0x2001, 2, 0),
+        48,
+        "2001:2::/48",
+        "benchmarking, RFC 5180"
+    ),
+    v6!(
+        a6(0x2001, 0xdb8, 0),
+        32,
+        "2001:db8::/32",
+        "documentation, RFC 3849"
+    ),
+    v6!(
+        a6(0x2001, 0x10, 0),
+        28,
+        "2001:10::/28",
+        "deprecated ORCHID, RFC 4843"
+    ),
+    v6!(
+        a6(0x2001, 0, 0),
+        23,
+        "2001::/23",
+        "IETF protocol assignments, RFC 2928"
+    ),
+    v6!(a6(0x3fff, 0, 0), 20, "3fff::/20", "documentation, RFC 9637"),
+    v6!(
+        a6(0x5f00, 0, 0),
+        16,
+        "5f00::/16",
+        "segment routing SIDs, RFC 9602"
+    ),
+    v6!(a6(0xfc00, 0, 0), 7, "fc00::/7", "unique local, RFC 4193"),
+    v6!(
+        a6(0xfe80, 0, 0),
+        10,
+        "fe80::/10",
+        "link-local unicast, RFC 4291"
+    ),
+    v6!(a6(0xff00, 0, 0), 8, "ff00::/8", "multicast, RFC 4291"),
+];
+
+/// The special-purpose block an address belongs to, if it is not globally
+/// reachable. Such addresses are answered locally, without spending quota.
+pub fn special_block(ip: IpAddr) -> Option<SpecialBlock> {
+    match ip {
+        IpAddr::V4(v4) => {
+            if V4_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v4)) {
+                return None;
+            }
+            V4_SPECIAL
+                .iter()
+                .find(|(net, _)| net.contains(&v4))
+                .map(|(_, b)| *b)
+        }
+        IpAddr::V6(v6) => {
+            if V6_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v6)) {
+                return None;
+            }
+            V6_SPECIAL
+                .iter()
+                .find(|(net, _)| net.contains(&v6))
+                .map(|(_, b)| *b)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> String {
+        parse_ip(s).unwrap().to_string()
+    }
+
+    fn reason(s: &str) -> &'static str {
+        parse_ip(s).unwrap_err().reason
+    }
+
+    #[test]
+    fn accepts_and_normalises() {
+        assert_eq!(ok("45.9.148.108"), "45.9.148.108");
+        assert_eq!(ok("  45.9.148.108\t"), "45.9.148.108");
+        assert_eq!(ok("2001:0DB8:0000::0001"), "2001:db8::1");
+        assert_eq!(ok("::ffff:45.9.148.108"), "45.9.148.108");
+        assert_eq!(ok("::FFFF:2d09:946c"), "45.9.148.108");
+        assert_eq!(ok("0.0.0.0"), "0.0.0.0");
+    }
+
+    #[test]
+    fn rejects_everything_that_is_not_one_address() {
+        assert_eq!(reason(""), "empty");
+        assert_eq!(reason("   "), "empty");
+        assert_eq!(reason("10.0.0.0/8"), "a CIDR range, not an address");
+        assert_eq!(reason("1.2.3.4:443"), "a port is not accepted");
+        assert!(reason("[::1]:443").starts_with("brackets"));
+        assert!(reason("[::1]").starts_with("brackets"));
+        assert!(reason("example.com").starts_with("a hostname"));
+        assert!(reason("010.1.1.1").starts_with("leading zeros"));
+        assert!(reason("::ffff:01.2.3.4").starts_with("leading zeros"));
+        assert!(reason("1.2.3.4 5.6.7.8").starts_with("contains whitespace"));
+        assert!(reason("1.2.3.4\0").starts_with("contains whitespace"));
+        assert!(reason("1.2.\n3.4").starts_with("contains whitespace"));
+        assert_eq!(reason("fe80::1%eth0"), "IPv6 zone indexes are not accepted");
+        assert_eq!(reason("1.2.3"), "malformed address");
+        assert_eq!(reason("256.1.1.1"), "malformed address");
+        assert_eq!(reason(&"1".repeat(100)), "too long");
+    }
+
+    #[test]
+    fn error_message_quotes_and_escapes_input() {
+        let e = parse_ip("bad\u{1b}[31m").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"bad\\u{1b}[31m\" is not a single IP address: contains whitespace or control characters"
+        );
+    }
+
+    #[test]
+    fn classifies_special_purpose_blocks() {
+        let block = |s: &str| special_block(parse_ip(s).unwrap()).map(|b| b.cidr);
+        assert_eq!(block("10.1.2.3"), Some("10.0.0.0/8"));
+        assert_eq!(block("172.31.255.255"), Some("172.16.0.0/12"));
+        assert_eq!(block("172.32.0.1"), None);
+        assert_eq!(block("192.168.1.1"), Some("192.168.0.0/16"));
+        assert_eq!(block("127.0.0.1"), Some("127.0.0.0/8"));
+        assert_eq!(block("169.254.169.254"), Some("169.254.0.0/16"));
+        assert_eq!(block("100.64.0.1"), Some("100.64.0.0/10"));
+        assert_eq!(block("100.128.0.1"), None);
+        assert_eq!(block("192.0.2.1"), Some("192.0.2.0/24"));
+        assert_eq!(block("198.51.100.7"), Some("198.51.100.0/24"));
+        assert_eq!(block("203.0.113.9"), Some("203.0.113.0/24"));
+        assert_eq!(block("255.255.255.255"), Some("255.255.255.255/32"));
+        assert_eq!(block("0.0.0.0"), Some("0.0.0.0/8"));
+        assert_eq!(block("224.0.0.251"), Some("224.0.0.0/4"));
+        assert_eq!(block("240.0.0.1"), Some("240.0.0.0/4"));
+        assert_eq!(
+            block("192.0.0.9"),
+            None,
+            "PCP anycast is globally reachable"
+        );
+        assert_eq!(block("192.0.0.171"), Some("192.0.0.170/31"));
+        assert_eq!(block("8.8.8.8"), None);
+        assert_eq!(block("45.9.148.108"), None);
+        assert_eq!(block("::1"), Some("::1/128"));
+        assert_eq!(block("::"), Some("::/128"));
+        assert_eq!(block("fd00::1"), Some("fc00::/7"));
+        assert_eq!(block("fe80::1"), Some("fe80::/10"));
+        assert_eq!(block("ff02::1"), Some("ff00::/8"));
+        assert_eq!(block("2001:db8::1"), Some("2001:db8::/32"));
+        assert_eq!(block("3fff::1"), Some("3fff::/20"));
+        assert_eq!(block("2001:20::1"), None, "ORCHIDv2 is globally reachable");
+        assert_eq!(block("2001:1::1"), None);
+        assert_eq!(block("2001:1::3"), Some("2001::/23"));
+        assert_eq!(block("2a00:1450:4001::200e"), None);
+        assert_eq!(block("::ffff:10.0.0.1"), Some("10.0.0.0/8"));
+    }
+}

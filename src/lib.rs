@@ -1,0 +1,78 @@
+//! tip-enrich: IP enrichment from the Kaspersky Threat Intelligence Portal as a
+//! WebAssembly component.
+//!
+//! Layout (see ARCHITECTURE.md): a pure core with no IO —
+//! [`ip`] (parsing, special-purpose blocks), [`config`] (settings resolution),
+//! [`request`] (request building), [`response`] + [`lenient`] (tolerant
+//! parsing), [`verdict`] (verdict derivation), [`error`] (errors and the one
+//! mapping to WIT), [`client`] (the flow over a `Transport`) — and one module,
+//! `wasi_http`, that touches WASI, compiled for wasm32 only.
+
+// Input, API data and the host can reach every line outside tests: no panics.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo
+    )
+)]
+
+pub mod bindings;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod ip;
+pub(crate) mod lenient;
+pub mod request;
+pub mod response;
+pub mod verdict;
+#[cfg(target_arch = "wasm32")]
+mod wasi_http;
+
+pub use lenient::{parse_status, parse_zone};
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use crate::bindings::{EnrichError, Guest, Report, Settings, Verdict};
+    use crate::client::Client;
+    use crate::config::empty_settings;
+    use crate::wasi_http::{WasiHttp, env_var};
+
+    struct Component;
+
+    fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
+        let mut transport = WasiHttp;
+        let mut client = Client::new(&mut transport, &env_var);
+        f(&mut client)
+    }
+
+    impl Guest for Component {
+        fn enrich(ip: String) -> Result<Verdict, EnrichError> {
+            with_client(|c| c.enrich(&ip, &empty_settings()))
+        }
+        fn enrich_with(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
+            with_client(|c| c.enrich(&ip, &settings))
+        }
+        fn enrich_batch(ips: Vec<String>) -> Vec<Result<Verdict, EnrichError>> {
+            with_client(|c| c.enrich_batch(&ips, &empty_settings()))
+        }
+        fn enrich_batch_with(
+            ips: Vec<String>,
+            settings: Settings,
+        ) -> Vec<Result<Verdict, EnrichError>> {
+            with_client(|c| c.enrich_batch(&ips, &settings))
+        }
+        fn lookup(ip: String) -> Result<Report, EnrichError> {
+            with_client(|c| c.lookup(&ip, &empty_settings()))
+        }
+        fn lookup_with(ip: String, settings: Settings) -> Result<Report, EnrichError> {
+            with_client(|c| c.lookup(&ip, &settings))
+        }
+    }
+
+    crate::bindings::export!(Component);
+}
