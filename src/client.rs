@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use crate::bindings::{EnrichError, Report, Settings, Verdict};
 use crate::config::{Config, EnvLookup, Purpose};
-use crate::error::{Error, parse_retry_after, status_error};
+use crate::error::{Error, parse_retry_after, scrub, scrub_bytes, status_error};
 use crate::ip::{SpecialBlock, parse_ip, special_block};
+use crate::lenient::with_secrets;
 use crate::request::{HttpRequest, build_request};
 use crate::response::{Sections, parse_answer};
 use crate::verdict;
@@ -100,7 +101,11 @@ fn fetch(
     let response = transport.send(&request, &config.limits())?;
     match response.status {
         200 => {
-            let answer = parse_answer(&response.body)?;
+            // A hostile server may echo the key: scrub it from the body, and
+            // (JSON-escaped) from every string the parse reads.
+            let secrets = config.secrets();
+            let body = scrub_bytes(response.body, &secrets);
+            let answer = with_secrets(&secrets, || parse_answer(&body))?;
             let sections = match purpose {
                 Purpose::Verdict => Sections {
                     verdict: answer.into_verdict_sections(),
@@ -110,8 +115,7 @@ fn fetch(
             };
             let raw = match purpose {
                 Purpose::Verdict => String::new(),
-                Purpose::Report => String::from_utf8(response.body)
-                    .map_err(|_| Error::Malformed("the API answer is not UTF-8".into()))?,
+                Purpose::Report => raw_json(body, &secrets)?,
             };
             Ok((ip, Found::Answer(Box::new(sections), raw)))
         }
@@ -123,6 +127,35 @@ fn fetch(
             Err(status_error(status, &response.body, retry_after))
         }
     }
+}
+
+/// The verbatim body as text. When it holds JSON escapes (which could spell
+/// the key in a way the byte scrub cannot see) it is re-serialised from the
+/// parsed value with every string scrubbed instead.
+fn raw_json(body: Vec<u8>, secrets: &[&str]) -> Result<String, Error> {
+    let text = String::from_utf8(body)
+        .map_err(|_| Error::Malformed("the API answer is not UTF-8".into()))?;
+    if secrets.is_empty() || !(text.contains("\\u") || text.contains("\\/")) {
+        return Ok(text);
+    }
+    fn walk(v: &mut serde_json::Value, secrets: &[&str]) {
+        match v {
+            serde_json::Value::String(s) => *s = scrub(s, secrets),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secrets)),
+            serde_json::Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut val) in entries {
+                    walk(&mut val, secrets);
+                    map.insert(scrub(&k, secrets), val);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| Error::Malformed("the API answer is not valid JSON".into()))?;
+    walk(&mut value, secrets);
+    Ok(value.to_string())
 }
 
 fn to_verdict(ip: IpAddr, found: &Found, config: &Config) -> Verdict {

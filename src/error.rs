@@ -101,6 +101,33 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
     out
 }
 
+/// Byte-level [`scrub`] for bodies that may not be UTF-8.
+pub fn scrub_bytes(body: Vec<u8>, secrets: &[&str]) -> Vec<u8> {
+    let mut out = body;
+    for secret in secrets
+        .iter()
+        .map(|s| s.as_bytes())
+        .filter(|s| s.len() >= 4)
+    {
+        if !out.windows(secret.len()).any(|w| w == secret) {
+            continue;
+        }
+        let mut scrubbed = Vec::with_capacity(out.len());
+        let mut rest = out.as_slice();
+        while !rest.is_empty() {
+            if rest.starts_with(secret) {
+                scrubbed.extend_from_slice(b"[redacted]");
+                rest = rest.get(secret.len()..).unwrap_or_default();
+            } else {
+                scrubbed.extend_from_slice(rest.get(..1).unwrap_or_default());
+                rest = rest.get(1..).unwrap_or_default();
+            }
+        }
+        out = scrubbed;
+    }
+    out
+}
+
 /// What a non-200, non-404 status means. `retry_after_secs` is the parsed
 /// `Retry-After` header, if any.
 pub fn status_error(status: u16, body: &[u8], retry_after_secs: Option<u32>) -> Error {
@@ -268,6 +295,16 @@ mod tests {
             None
         );
         assert_eq!(parse_retry_after("soon", Some(0)), None);
+    }
+
+    #[test]
+    fn scrub_bytes_handles_binary() {
+        let body = [&b"\xff"[..], b"key-1234", b" and key-1234"].concat();
+        assert_eq!(
+            scrub_bytes(body, &["key-1234"]),
+            b"\xff[redacted] and [redacted]"
+        );
+        assert_eq!(scrub_bytes(b"abc".to_vec(), &["key-1234"]), b"abc");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Only malformed JSON itself (or JSON nested deeper than serde_json's recursion
 //! limit) fails the parse.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -13,6 +14,36 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::bindings::{IpStatus, Zone};
+
+thread_local! {
+    /// Secrets to scrub from every string read while [`with_secrets`] runs.
+    static SECRETS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` (a parse) with every string it reads scrubbed of `secrets`: a
+/// server that echoes the key, even JSON-escaped, cannot put it in a verdict.
+pub(crate) fn with_secrets<R>(secrets: &[&str], f: impl FnOnce() -> R) -> R {
+    SECRETS.with(|s| *s.borrow_mut() = secrets.iter().map(|x| (*x).to_owned()).collect());
+    let out = f();
+    SECRETS.with(|s| s.borrow_mut().clear());
+    out
+}
+
+/// Scrubs a string read from the API (see [`with_secrets`]).
+pub(crate) fn clean(text: String) -> String {
+    SECRETS.with(|s| {
+        let secrets = s.borrow();
+        if secrets
+            .iter()
+            .any(|k| k.len() >= 4 && text.contains(k.as_str()))
+        {
+            let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            crate::error::scrub(&text, &refs)
+        } else {
+            text
+        }
+    })
+}
 
 /// Any JSON value, with objects dropped (their contents are never needed by a
 /// scalar field) and arrays kept for text lists.
@@ -64,10 +95,10 @@ impl<'de> Visitor<'de> for AnyVisitor {
         Ok(Any::F64(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Any, E> {
-        Ok(Any::Str(v.to_owned()))
+        Ok(Any::Str(clean(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<Any, E> {
-        Ok(Any::Str(v))
+        Ok(Any::Str(clean(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Any, A::Error> {
         let mut items = Vec::new();
@@ -396,8 +427,8 @@ impl<'de> Deserialize<'de> for FeedList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
         let text = |v: serde_json::Value| match v {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
+            serde_json::Value::String(s) => clean(s),
+            other => clean(other.to_string()),
         };
         Ok(FeedList(match value {
             serde_json::Value::Null => None,
