@@ -273,3 +273,23 @@ fn the_key_never_appears_in_output_or_recordings() {
     }
     assert_eq!(recorded, 6);
 }
+
+#[test]
+fn another_component_build_can_be_given() {
+    let out = run(
+        tip_enrich().args([
+            "--component",
+            host_harness::runtime::COMPONENT_PATH,
+            "8.8.8.8",
+        ]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", all_text(&out));
+    assert_eq!(lines(&out)[0]["verdict"], "benign");
+    let bad = run(
+        tip_enrich().args(["--component", "/nonexistent.wasm", "8.8.8.8"]),
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.wasm"));
+}

@@ -408,3 +408,35 @@ fn a_trap_is_reported_and_the_next_call_works() {
     assert_eq!(v.threat_score, Some(92));
     assert_eq!(runner.traps(), 1);
 }
+
+#[test]
+fn the_epoch_deadline_interrupts_a_call_that_runs_too_long() {
+    // The guest waits on a stalled server; when control returns to wasm after
+    // the call's budget has passed, the epoch deadline traps it.
+    let server = Server::start(|_| Action::Stall(Duration::from_secs(5)));
+    let mut runner = Runner::new(
+        runtime(),
+        InstanceOptions::new(Egress::Live {
+            allowed: server.addr.clone(),
+        }),
+    );
+    let mut s = keyed();
+    s.base_url = Some(server.url());
+    s.total_timeout_ms = Some(500);
+    let trapped = runner.call(|i| i.enrich("8.8.8.8", &s, Duration::ZERO));
+    let trap = trapped.err().expect("the call should be interrupted");
+    assert_eq!(
+        trap.downcast_ref::<wasmtime::Trap>(),
+        Some(&wasmtime::Trap::Interrupt),
+        "{trap:?}"
+    );
+    // The next call runs on a fresh instance with a sane budget.
+    let v = runner
+        .call(|i| i.enrich("10.0.0.1", &s, BUDGET))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v.reserved_block.as_deref(),
+        Some("10.0.0.0/8 (private use, RFC 1918)")
+    );
+}
