@@ -424,7 +424,9 @@ fn the_epoch_deadline_interrupts_a_call_that_runs_too_long() {
     s.base_url = Some(server.url());
     s.total_timeout_ms = Some(500);
     let trapped = runner.call(|i| i.enrich("8.8.8.8", &s, Duration::ZERO));
-    let trap = trapped.err().expect("the call should be interrupted");
+    let Err(trap) = trapped else {
+        panic!("the call should be interrupted");
+    };
     assert_eq!(
         trap.downcast_ref::<wasmtime::Trap>(),
         Some(&wasmtime::Trap::Interrupt),
