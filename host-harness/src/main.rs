@@ -272,30 +272,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
         if chunk.is_empty() {
             break;
         }
-        if cli.full {
-            for ip in &chunk {
-                match runner.call(|i| i.lookup(ip, &settings, per_call)) {
-                    Ok(Ok(report)) => emit(&mut out, report_json(&report))?,
-                    Ok(Err(e)) => {
-                        tally.error(&e);
-                        emit(&mut out, error_json(ip, &e))?;
-                    }
-                    Err(trap) => {
-                        tally.errors += 1;
-                        emit(
-                            &mut out,
-                            trap_json(ip, &format!("the component trapped: {trap}")),
-                        )?;
-                    }
-                }
-            }
+        // Per input: Ok(Ok(json)) a verdict or report, Ok(Err(e)) an error, Err(trap).
+        type Outcome = Result<Result<serde_json::Value, EnrichError>, String>;
+        let outcomes: Vec<Outcome> = if cli.full {
+            chunk
+                .iter()
+                .map(|ip| {
+                    runner
+                        .call(|i| i.lookup(ip, &settings, per_call))
+                        .map(|r| r.map(|report| report_json(&report)))
+                        .map_err(|t| t.to_string())
+                })
+                .collect()
         } else {
             let budget =
                 per_call * u32::try_from(chunk.len()).unwrap_or(u32::MAX) + Duration::from_secs(5);
-            let results = match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
-                Ok(results) if results.len() == chunk.len() => {
-                    results.into_iter().map(Ok).collect()
-                }
+            match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
+                Ok(results) if results.len() == chunk.len() => results
+                    .into_iter()
+                    .map(|r| Ok(r.map(|v| verdict_json(&v))))
+                    .collect(),
                 // A trap (or a wrong-length answer): retry one by one on fresh
                 // instances so one bad input cannot sink its neighbours.
                 _ => chunk
@@ -303,26 +299,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|ip| {
                         runner
                             .call(|i| i.enrich(ip, &settings, per_call))
-                            .map_err(|t| format!("{t}"))
+                            .map(|r| r.map(|v| verdict_json(&v)))
+                            .map_err(|t| t.to_string())
                     })
-                    .collect::<Vec<_>>(),
-            };
-            for (ip, result) in chunk.iter().zip(results) {
-                match result {
-                    Ok(Ok(verdict)) => emit(&mut out, verdict_json(&verdict))?,
-                    Ok(Err(e)) => {
-                        tally.error(&e);
-                        emit(&mut out, error_json(ip, &e))?;
-                    }
-                    Err(trap) => {
-                        tally.errors += 1;
-                        emit(
-                            &mut out,
-                            trap_json(ip, &format!("the component trapped: {trap}")),
-                        )?;
-                    }
-                }
+                    .collect(),
             }
+        };
+        for (ip, outcome) in chunk.iter().zip(outcomes) {
+            let line = match outcome {
+                Ok(Ok(json)) => json,
+                Ok(Err(e)) => {
+                    tally.error(&e);
+                    error_json(ip, &e)
+                }
+                Err(trap) => {
+                    tally.errors += 1;
+                    trap_json(ip, &format!("the component trapped: {trap}"))
+                }
+            };
+            emit(&mut out, line)?;
         }
         out.flush()?;
     }
