@@ -25,8 +25,18 @@ fn main() {
         .map(|t| t.join("guest"))
         .unwrap_or_else(|| out_dir.join("guest"));
 
-    for path in ["src", "wit", "Cargo.toml", "Cargo.lock"] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    // Relative paths resolve against the package root of the build at hand.
+    // Absolute ones would be stored as such, and cargo's fingerprints are
+    // path-independent: a second checkout sharing the target directory would
+    // then watch the first checkout's files.
+    for path in [
+        "../src",
+        "../wit",
+        "../Cargo.toml",
+        "../Cargo.lock",
+        "build.rs",
+    ] {
+        println!("cargo:rerun-if-changed={path}");
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -3,78 +3,62 @@
 //! answer into a verdict or report. The component plugs in wasi-http; tests
 //! plug in a fake.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::bindings::{EnrichError, Report, Settings, Verdict};
+use crate::bindings::{ApiFlavour, EnrichError, Report, Settings, Verdict};
+use crate::cache::{Cache, Cached};
 use crate::config::{Config, EnvLookup, Purpose};
 use crate::error::{Error, parse_retry_after, scrub, scrub_bytes, status_error};
 use crate::ip::{SpecialBlock, parse_ip, special_block};
 use crate::lenient::with_secrets;
-use crate::request::{HttpRequest, build_request};
-use crate::response::{Sections, parse_answer};
+use crate::request::build_request;
+use crate::response::{Sections, VerdictSections, parse_answer};
+use crate::schedule::{self, Next, Policy};
+pub use crate::transport::{HttpResponse, Limits, SendError, Ticket, Transport};
 use crate::verdict;
 
-/// Time and size limits of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connect timeout, ms.
-    pub connect_timeout_ms: u32,
-    /// Time to response headers, ms.
-    pub first_byte_timeout_ms: u32,
-    /// Longest pause between body chunks, ms.
-    pub between_bytes_timeout_ms: u32,
-    /// End-to-end limit, headers and whole body, ms.
-    pub total_timeout_ms: u32,
-    /// Body cap, bytes.
-    pub max_body_bytes: u32,
-}
-
 impl Config {
-    /// The limits of one request.
+    /// The limits of one attempt.
     pub fn limits(&self) -> Limits {
         Limits {
-            connect_timeout_ms: self.connect_timeout_ms.min(self.total_timeout_ms),
-            first_byte_timeout_ms: self.first_byte_timeout_ms.min(self.total_timeout_ms),
-            between_bytes_timeout_ms: self.between_bytes_timeout_ms.min(self.total_timeout_ms),
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            between_bytes_timeout_ms: self.between_bytes_timeout_ms,
             total_timeout_ms: self.total_timeout_ms,
             max_body_bytes: self.max_body_bytes,
         }
+        .capped(self.total_timeout_ms)
     }
-}
 
-/// A received response: status, headers, and the whole body (within the cap).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Header names (lower-case) and values.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// First value of a header, as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    /// How a batch runs.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            concurrency: self.concurrency,
+            retries: self.retries,
+            deadline_ms: self.deadline_ms,
+            backoff_base_ms: 250,
+            backoff_cap_ms: 8_000,
+            retry_after_cap_ms: self.retry_after_cap_ms,
+        }
     }
-}
 
-/// Sends one request. Implementations enforce every limit and return only
-/// [`Error::Timeout`], [`Error::Transport`], [`Error::BodyTooLarge`] or
-/// [`Error::Config`].
-pub trait Transport {
-    /// Sends `request` and reads the whole response.
-    fn send(&mut self, request: &HttpRequest, limits: &Limits) -> Result<HttpResponse, Error>;
-    /// Current Unix time in seconds, for `Retry-After` dates.
-    fn now_unix_secs(&mut self) -> Option<u64>;
+    fn cache_key(&self, ip: IpAddr) -> String {
+        let api = match self.api {
+            ApiFlavour::Tip => "tip",
+            ApiFlavour::Opentip => "opentip",
+        };
+        Cache::key(
+            api,
+            &self.base_url.to_url(),
+            &ip.to_string(),
+            &self.sections,
+        )
+    }
 }
 
 /// What a lookup found before it is shaped into a verdict or report.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Found {
     /// A reserved address, answered locally.
     Local(SpecialBlock),
@@ -84,21 +68,14 @@ enum Found {
     Answer(Box<Sections>, String),
 }
 
-/// Looks one address up.
-fn fetch(
-    transport: &mut dyn Transport,
+/// Turns a lookup's final outcome into what was found.
+fn interpret(
     config: &Config,
-    input: &str,
     purpose: Purpose,
-) -> Result<(IpAddr, Found), Error> {
-    let ip = parse_ip(input)?;
-    if !config.query_reserved
-        && let Some(block) = special_block(ip)
-    {
-        return Ok((ip, Found::Local(block)));
-    }
-    let request = build_request(config, ip)?;
-    let response = transport.send(&request, &config.limits())?;
+    outcome: Result<HttpResponse, Error>,
+    now_unix: Option<u64>,
+) -> Result<Found, Error> {
+    let response = outcome?;
     match response.status {
         200 => {
             // A hostile server may echo the key: scrub it from the body, and
@@ -117,16 +94,23 @@ fn fetch(
                 Purpose::Verdict => String::new(),
                 Purpose::Report => raw_json(body, &secrets)?,
             };
-            Ok((ip, Found::Answer(Box::new(sections), raw)))
+            Ok(Found::Answer(Box::new(sections), raw))
         }
-        404 => Ok((ip, Found::Missing)),
+        404 => Ok(Found::Missing),
         status => {
             let retry_after = response
                 .header("retry-after")
-                .and_then(|v| parse_retry_after(v, transport.now_unix_secs()));
+                .and_then(|v| parse_retry_after(v, now_unix));
             Err(status_error(status, &response.body, retry_after))
         }
     }
+}
+
+/// Whether an answer says the day's quota is used up.
+fn quota_exhausted(sections: &VerdictSections) -> bool {
+    sections.license_info.as_ref().is_some_and(|l| {
+        matches!((l.day_requests, l.day_quota), (Some(used), Some(quota)) if quota > 0 && used >= quota)
+    })
 }
 
 /// The verbatim body as text. When it holds JSON escapes (which could spell
@@ -168,16 +152,28 @@ fn to_verdict(ip: IpAddr, found: &Found, config: &Config) -> Verdict {
     }
 }
 
-/// The lookup entry points over any transport, with settings resolved against an environment.
+/// The lookup entry points over any transport, with settings resolved against
+/// an environment and an optional verdict cache.
 pub struct Client<'a> {
     transport: &'a mut dyn Transport,
     env: EnvLookup<'a>,
+    cache: Option<&'a mut Cache>,
 }
 
 impl<'a> Client<'a> {
-    /// A client over `transport`, reading unset settings from `env`.
+    /// A client over `transport`, reading unset settings from `env`, no cache.
     pub fn new(transport: &'a mut dyn Transport, env: EnvLookup<'a>) -> Self {
-        Client { transport, env }
+        Client {
+            transport,
+            env,
+            cache: None,
+        }
+    }
+
+    /// Uses `cache` for verdict answers.
+    pub fn with_cache(mut self, cache: &'a mut Cache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     fn config(&self, settings: &Settings, purpose: Purpose) -> Result<Config, EnrichError> {
@@ -190,16 +186,128 @@ impl<'a> Client<'a> {
         })
     }
 
-    fn verdict_with(&mut self, config: &Config, ip: &str) -> Result<Verdict, EnrichError> {
-        fetch(self.transport, config, ip, Purpose::Verdict)
-            .map(|(addr, found)| to_verdict(addr, &found, config))
-            .map_err(|e| e.into_wit(&config.secrets()))
+    /// Looks every input up: invalid ones fail, reserved ones are answered
+    /// locally, cached ones from the cache, equal addresses once, the rest
+    /// through the scheduler. One result per input, in order.
+    fn fetch_many(
+        &mut self,
+        config: &Config,
+        inputs: &[String],
+        purpose: Purpose,
+    ) -> Vec<Result<(IpAddr, Found), Error>> {
+        let Client {
+            transport, cache, ..
+        } = self;
+        let now_ms = transport.now_ms();
+        let now_unix = transport.now_unix_secs();
+        let use_cache = purpose == Purpose::Verdict && config.cache_ttl_secs > 0;
+
+        // One slot per distinct address; each input points at its slot.
+        let mut slots: Vec<(IpAddr, Option<Result<Found, Error>>)> = Vec::new();
+        let mut slot_of: HashMap<IpAddr, usize> = HashMap::new();
+        let mut per_input: Vec<Result<usize, Error>> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            per_input.push(parse_ip(input).map_err(Error::from).map(|ip| {
+                *slot_of.entry(ip).or_insert_with(|| {
+                    slots.push((ip, None));
+                    slots.len() - 1
+                })
+            }));
+        }
+
+        let mut pending: Vec<usize> = Vec::new();
+        let mut requests = Vec::new();
+        for (index, (ip, result)) in slots.iter_mut().enumerate() {
+            if !config.query_reserved
+                && let Some(block) = special_block(*ip)
+            {
+                *result = Some(Ok(Found::Local(block)));
+                continue;
+            }
+            if use_cache
+                && let Some(hit) = cache
+                    .as_deref()
+                    .and_then(|c| c.get(&config.cache_key(*ip), now_ms))
+            {
+                *result = Some(Ok(match hit {
+                    Cached::Answer(sections) => Found::Answer(
+                        Box::new(Sections {
+                            verdict: (**sections).clone(),
+                            ..Sections::default()
+                        }),
+                        String::new(),
+                    ),
+                    Cached::NotFound => Found::Missing,
+                }));
+                continue;
+            }
+            match build_request(config, *ip) {
+                Ok(request) => {
+                    pending.push(index);
+                    requests.push(request);
+                }
+                Err(e) => *result = Some(Err(e)),
+            }
+        }
+
+        if !requests.is_empty() {
+            let ttl_ms = u64::from(config.cache_ttl_secs) * 1000;
+            let mut on_final = |job: usize, outcome: Result<HttpResponse, Error>| -> Next {
+                let Some(&index) = pending.get(job) else {
+                    return Next::Continue;
+                };
+                let found = interpret(config, purpose, outcome, now_unix);
+                let next = match &found {
+                    Err(Error::QuotaExceeded { .. }) => Next::StopQuota,
+                    Ok(Found::Answer(sections, _)) if quota_exhausted(&sections.verdict) => {
+                        Next::StopQuota
+                    }
+                    _ => Next::Continue,
+                };
+                if let Some((ip, slot)) = slots.get_mut(index) {
+                    if use_cache && let Some(cache) = cache.as_deref_mut() {
+                        let value = match &found {
+                            Ok(Found::Answer(sections, _)) => {
+                                Some(Cached::Answer(Box::new(sections.verdict.clone())))
+                            }
+                            Ok(Found::Missing) => Some(Cached::NotFound),
+                            _ => None,
+                        };
+                        if let Some(value) = value {
+                            cache.put(config.cache_key(*ip), value, now_ms, ttl_ms);
+                        }
+                    }
+                    *slot = Some(found);
+                }
+                next
+            };
+            schedule::run(
+                &mut **transport,
+                requests,
+                config.limits(),
+                config.policy(),
+                &mut on_final,
+            );
+        }
+
+        per_input
+            .into_iter()
+            .map(|slot| {
+                let index = slot?;
+                match slots.get(index) {
+                    Some((ip, Some(result))) => result.clone().map(|found| (*ip, found)),
+                    _ => Err(Error::Transport("the lookup did not complete".into())),
+                }
+            })
+            .collect()
     }
 
     /// `enrich-with`.
     pub fn enrich(&mut self, ip: &str, settings: &Settings) -> Result<Verdict, EnrichError> {
-        let config = self.config(settings, Purpose::Verdict)?;
-        self.verdict_with(&config, ip)
+        let mut results = self.enrich_batch(std::slice::from_ref(&ip.to_owned()), settings);
+        results
+            .pop()
+            .unwrap_or_else(|| Err(EnrichError::Transport("no result".into())))
     }
 
     /// `enrich-batch-with`: one result per input, in input order.
@@ -208,19 +316,30 @@ impl<'a> Client<'a> {
         ips: &[String],
         settings: &Settings,
     ) -> Vec<Result<Verdict, EnrichError>> {
-        match self.config(settings, Purpose::Verdict) {
-            Ok(config) => ips
-                .iter()
-                .map(|ip| self.verdict_with(&config, ip))
-                .collect(),
-            Err(e) => ips.iter().map(|_| Err(e.clone())).collect(),
-        }
+        let config = match self.config(settings, Purpose::Verdict) {
+            Ok(config) => config,
+            Err(e) => return ips.iter().map(|_| Err(e.clone())).collect(),
+        };
+        self.fetch_many(&config, ips, Purpose::Verdict)
+            .into_iter()
+            .map(|r| {
+                r.map(|(addr, found)| to_verdict(addr, &found, &config))
+                    .map_err(|e| e.into_wit(&config.secrets()))
+            })
+            .collect()
     }
 
     /// `lookup-with`.
     pub fn lookup(&mut self, ip: &str, settings: &Settings) -> Result<Report, EnrichError> {
         let config = self.config(settings, Purpose::Report)?;
-        let (addr, found) = fetch(self.transport, &config, ip, Purpose::Report)
+        let (addr, found) = self
+            .fetch_many(
+                &config,
+                std::slice::from_ref(&ip.to_owned()),
+                Purpose::Report,
+            )
+            .pop()
+            .unwrap_or_else(|| Err(Error::Transport("no result".into())))
             .map_err(|e| e.into_wit(&config.secrets()))?;
         let verdict = to_verdict(addr, &found, &config);
         let (sections, raw_json) = match found {

@@ -147,6 +147,16 @@ pub struct Config {
     pub query_reserved: bool,
     /// Zone to verdict mapping.
     pub verdict_map: VerdictMap,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Limit of one lookup with its retries, ms.
+    pub deadline_ms: u32,
+    /// Longest Retry-After honoured, ms.
+    pub retry_after_cap_ms: u32,
+    /// Cache TTL, s (0: off).
+    pub cache_ttl_secs: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -386,7 +396,22 @@ impl Config {
             }
         }
 
+        let concurrency = ms(settings.concurrency, "TIP_CONCURRENCY", 8)?.clamp(1, 256);
+        let retries = ms(settings.retries, "TIP_RETRIES", 2)?.min(10);
+        let deadline_ms = ms(settings.deadline_ms, "TIP_DEADLINE_MS", 120_000)?.max(1);
+        let retry_after_cap_ms = ms(
+            settings.retry_after_cap_ms,
+            "TIP_RETRY_AFTER_CAP_MS",
+            30_000,
+        )?;
+        let cache_ttl_secs = ms(settings.cache_ttl_secs, "TIP_CACHE_TTL_SECS", 600)?;
+
         Ok(Config {
+            concurrency,
+            retries,
+            deadline_ms,
+            retry_after_cap_ms,
+            cache_ttl_secs,
             api,
             base_url,
             auth,
@@ -489,6 +514,11 @@ pub fn empty_settings() -> Settings {
         max_body_bytes: None,
         query_reserved: None,
         verdict_map: None,
+        concurrency: None,
+        retries: None,
+        deadline_ms: None,
+        retry_after_cap_ms: None,
+        cache_ttl_secs: None,
     }
 }
 

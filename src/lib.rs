@@ -22,6 +22,7 @@
 )]
 
 pub mod bindings;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -29,6 +30,8 @@ pub mod ip;
 pub(crate) mod lenient;
 pub mod request;
 pub mod response;
+pub mod schedule;
+pub mod transport;
 pub mod verdict;
 #[cfg(target_arch = "wasm32")]
 mod wasi_http;
@@ -37,17 +40,27 @@ pub use lenient::{parse_status, parse_zone};
 
 #[cfg(target_arch = "wasm32")]
 mod component {
+    use std::cell::RefCell;
+
     use crate::bindings::{EnrichError, Guest, Report, Settings, Verdict};
+    use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
     use crate::client::Client;
     use crate::config::empty_settings;
     use crate::wasi_http::{WasiHttp, env_var};
 
+    thread_local! {
+        /// The instance's verdict cache: it lives as long as the instance.
+        static CACHE: RefCell<Cache> = RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
+    }
+
     struct Component;
 
     fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
-        let mut transport = WasiHttp;
-        let mut client = Client::new(&mut transport, &env_var);
-        f(&mut client)
+        let mut transport = WasiHttp::default();
+        CACHE.with(|cache| match cache.try_borrow_mut() {
+            Ok(mut cache) => f(&mut Client::new(&mut transport, &env_var).with_cache(&mut cache)),
+            Err(_) => f(&mut Client::new(&mut transport, &env_var)),
+        })
     }
 
     impl Guest for Component {

@@ -1,32 +1,30 @@
 //! The only module that touches WASI: a [`Transport`] over
-//! `wasi:http/outgoing-handler`, the environment from `wasi:cli/environment`,
-//! and the clock.
+//! `wasi:http/outgoing-handler` that keeps many requests in flight, the
+//! environment from `wasi:cli/environment`, and the clocks.
 //!
 //! Every wasi call that can fail maps to a typed [`Error`]; nothing here
-//! unwraps. Waiting is done with `wasi:io/poll` on the response or body
-//! pollable together with a monotonic-clock deadline, so the end-to-end limit
-//! fires even when a server drips bytes slowly enough to dodge the
-//! between-bytes timeout.
+//! unwraps. [`WasiHttp::wait`] blocks in `wasi:io/poll` on every in-flight
+//! response or body pollable together with a monotonic-clock timer for the
+//! nearest deadline, so there is no busy waiting, and the end-to-end limit of
+//! each request fires even when a server drips bytes slowly enough to dodge
+//! the between-bytes timeout.
 
 use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingRequest,
+    RequestOptions, Scheme,
 };
 use wasi::io::poll::{Pollable, poll};
-use wasi::io::streams::StreamError;
+use wasi::io::streams::{InputStream, StreamError};
 
-use crate::client::{HttpResponse, Limits, Transport};
 use crate::error::Error;
 use crate::request::HttpRequest;
+use crate::transport::{HttpResponse, Limits, SendError, Ticket, Transport};
 
-const MS: u64 = 1_000_000;
-/// Largest read asked of the body stream at once.
+const NS_PER_MS: u64 = 1_000_000;
+/// Largest read asked of a body stream at once.
 const READ_CHUNK: u64 = 64 * 1024;
-
-/// wasi-http transport.
-#[derive(Debug, Default)]
-pub struct WasiHttp;
 
 /// Reads one environment variable through wasi:cli/environment.
 pub fn env_var(name: &str) -> Option<String> {
@@ -36,188 +34,352 @@ pub fn env_var(name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Blocks until `pollable` is ready or `deadline` passes; false on timeout.
-fn wait_until(pollable: &Pollable, deadline: u64) -> bool {
-    if monotonic_clock::now() >= deadline {
-        return pollable.ready();
-    }
-    let timer = monotonic_clock::subscribe_instant(deadline);
-    let ready = poll(&[pollable, &timer]);
-    ready.contains(&0)
+/// Where one request is.
+enum Stage {
+    /// Waiting for the response head.
+    Head(FutureIncomingResponse),
+    /// Reading the body. Field order matters: the stream (a child of the body)
+    /// is dropped first.
+    Body {
+        stream: InputStream,
+        body: IncomingBody,
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        bytes: Vec<u8>,
+    },
 }
 
-fn map_error_code(code: &ErrorCode, authority: &str) -> Error {
+struct InFlight {
+    ticket: Ticket,
+    authority: String,
+    deadline_ns: u64,
+    total_ms: u32,
+    max_body: u64,
+    /// Taken out while stepped; always `Some` between steps.
+    stage: Option<Stage>,
+}
+
+/// What one step of a request came to.
+enum Step {
+    Pending(Stage),
+    Done(Result<HttpResponse, SendError>),
+}
+
+/// wasi-http transport.
+#[derive(Default)]
+pub struct WasiHttp {
+    next_ticket: Ticket,
+    in_flight: Vec<InFlight>,
+    done: Vec<(Ticket, Result<HttpResponse, SendError>)>,
+}
+
+fn map_error_code(code: &ErrorCode, authority: &str) -> SendError {
+    let before = SendError::before_response;
     match code {
-        ErrorCode::ConnectionTimeout => {
-            Error::Timeout(format!("connecting to {authority} timed out"))
-        }
-        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-            Error::Timeout(format!("{authority} did not answer in time"))
-        }
-        ErrorCode::DnsTimeout => Error::Timeout(format!("DNS lookup of {authority} timed out")),
-        ErrorCode::HttpRequestDenied => Error::Transport(format!(
+        ErrorCode::ConnectionTimeout => before(Error::Timeout(format!(
+            "connecting to {authority} timed out"
+        ))),
+        ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => before(
+            Error::Timeout(format!("{authority} did not answer in time")),
+        ),
+        ErrorCode::DnsTimeout => before(Error::Timeout(format!(
+            "DNS lookup of {authority} timed out"
+        ))),
+        ErrorCode::HttpRequestDenied => SendError::fatal(Error::Transport(format!(
             "the host denied the request to {authority} (no recording for it, or egress not allowed)"
+        ))),
+        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => before(Error::Transport(
+            format!("DNS lookup of {authority} failed"),
         )),
-        ErrorCode::DnsError(_) | ErrorCode::DestinationNotFound => {
-            Error::Transport(format!("DNS lookup of {authority} failed"))
-        }
-        ErrorCode::ConnectionRefused => {
-            Error::Transport(format!("{authority} refused the connection"))
-        }
-        ErrorCode::ConnectionTerminated => {
-            Error::Transport(format!("{authority} closed the connection"))
-        }
+        ErrorCode::ConnectionRefused => before(Error::Transport(format!(
+            "{authority} refused the connection"
+        ))),
+        ErrorCode::ConnectionTerminated => before(Error::Transport(format!(
+            "{authority} closed the connection"
+        ))),
         ErrorCode::TlsProtocolError
         | ErrorCode::TlsCertificateError
         | ErrorCode::TlsAlertReceived(_) => {
-            Error::Transport(format!("TLS with {authority} failed"))
+            SendError::fatal(Error::Transport(format!("TLS with {authority} failed")))
         }
         ErrorCode::HttpResponseBodySize(_) => {
-            Error::Malformed("the response body was too large".into())
+            SendError::fatal(Error::Malformed("the response body was too large".into()))
         }
         other => {
             let mut name = format!("{other:?}");
             name.truncate(160);
-            Error::Transport(format!("request to {authority} failed: {name}"))
+            before(Error::Transport(format!(
+                "request to {authority} failed: {name}"
+            )))
         }
     }
 }
 
-impl Transport for WasiHttp {
-    fn send(&mut self, request: &HttpRequest, limits: &Limits) -> Result<HttpResponse, Error> {
-        let authority = request.authority.as_str();
-        let start = monotonic_clock::now();
-        let deadline = start.saturating_add(u64::from(limits.total_timeout_ms) * MS);
-        let timed_out = || {
-            Error::Timeout(format!(
-                "no complete answer from {authority} within {} ms",
-                limits.total_timeout_ms
-            ))
+fn build(request: &HttpRequest, limits: &Limits) -> Result<FutureIncomingResponse, SendError> {
+    let authority = request.authority.as_str();
+    let headers = Fields::new();
+    for (name, value) in &request.headers {
+        headers.append(name, value.as_bytes()).map_err(|_| {
+            SendError::fatal(Error::Config(format!("the host refused the {name} header")))
+        })?;
+    }
+    let outgoing = OutgoingRequest::new(headers);
+    let rejected = |what: &str| {
+        SendError::fatal(Error::Config(format!(
+            "the host refused the request {what}"
+        )))
+    };
+    outgoing
+        .set_method(&Method::Get)
+        .map_err(|()| rejected("method"))?;
+    let scheme = if request.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| rejected("scheme"))?;
+    outgoing
+        .set_authority(Some(authority))
+        .map_err(|()| rejected("authority"))?;
+    outgoing
+        .set_path_with_query(Some(&request.path_with_query))
+        .map_err(|()| rejected("path"))?;
+    // A setter returning Err means the host does not support that option; the
+    // end-to-end deadline still bounds the request.
+    let options = RequestOptions::new();
+    let _ = options.set_connect_timeout(Some(u64::from(limits.connect_timeout_ms) * NS_PER_MS));
+    let _ =
+        options.set_first_byte_timeout(Some(u64::from(limits.first_byte_timeout_ms) * NS_PER_MS));
+    let _ = options
+        .set_between_bytes_timeout(Some(u64::from(limits.between_bytes_timeout_ms) * NS_PER_MS));
+    outgoing_handler::handle(outgoing, Some(options)).map_err(|e| map_error_code(&e, authority))
+}
+
+impl InFlight {
+    /// Advances as far as possible without blocking.
+    fn step(&self, stage: Stage) -> Step {
+        let stage = match stage {
+            Stage::Head(future) => match future.get() {
+                None => return Step::Pending(Stage::Head(future)),
+                Some(Err(())) => {
+                    return Step::Done(Err(SendError::fatal(Error::Transport(
+                        "the response was already taken".into(),
+                    ))));
+                }
+                Some(Ok(Err(code))) => {
+                    return Step::Done(Err(map_error_code(&code, &self.authority)));
+                }
+                Some(Ok(Ok(response))) => {
+                    let status = response.status();
+                    let headers: Vec<(String, Vec<u8>)> = response
+                        .headers()
+                        .entries()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                        .collect();
+                    let declared = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if declared.is_some_and(|len| len > self.max_body) {
+                        return Step::Done(Err(SendError::fatal(Error::BodyTooLarge {
+                            limit: self.max_body,
+                        })));
+                    }
+                    let taken = || {
+                        SendError::fatal(Error::Transport(
+                            "the response body was already taken".into(),
+                        ))
+                    };
+                    let Ok(body) = response.consume() else {
+                        return Step::Done(Err(taken()));
+                    };
+                    let Ok(stream) = body.stream() else {
+                        return Step::Done(Err(taken()));
+                    };
+                    Stage::Body {
+                        stream,
+                        body,
+                        status,
+                        headers,
+                        bytes: Vec::new(),
+                    }
+                }
+            },
+            body @ Stage::Body { .. } => body,
         };
+        self.read(stage)
+    }
 
-        let headers = Fields::new();
-        for (name, value) in &request.headers {
-            headers
-                .append(name, value.as_bytes())
-                .map_err(|_| Error::Config(format!("the host refused the {name} header")))?;
-        }
-        let outgoing = OutgoingRequest::new(headers);
-        let rejected = |what: &str| Error::Config(format!("the host refused the request {what}"));
-        outgoing
-            .set_method(&Method::Get)
-            .map_err(|()| rejected("method"))?;
-        let scheme = if request.https {
-            Scheme::Https
-        } else {
-            Scheme::Http
+    /// Reads what the body stream has now.
+    fn read(&self, stage: Stage) -> Step {
+        let Stage::Body {
+            stream,
+            body,
+            status,
+            headers,
+            mut bytes,
+        } = stage
+        else {
+            return Step::Pending(stage);
         };
-        outgoing
-            .set_scheme(Some(&scheme))
-            .map_err(|()| rejected("scheme"))?;
-        outgoing
-            .set_authority(Some(authority))
-            .map_err(|()| rejected("authority"))?;
-        outgoing
-            .set_path_with_query(Some(&request.path_with_query))
-            .map_err(|()| rejected("path"))?;
-
-        // A setter returning Err means the host does not support that option;
-        // the end-to-end deadline below still bounds the request.
-        let options = RequestOptions::new();
-        let _ = options.set_connect_timeout(Some(u64::from(limits.connect_timeout_ms) * MS));
-        let _ = options.set_first_byte_timeout(Some(u64::from(limits.first_byte_timeout_ms) * MS));
-        let _ = options
-            .set_between_bytes_timeout(Some(u64::from(limits.between_bytes_timeout_ms) * MS));
-
-        let future = outgoing_handler::handle(outgoing, Some(options))
-            .map_err(|e| map_error_code(&e, authority))?;
-        let response = loop {
-            if let Some(result) = future.get() {
-                break result;
+        let outcome = loop {
+            let room = self
+                .max_body
+                .saturating_sub(bytes.len() as u64)
+                .saturating_add(1);
+            match stream.read(room.min(READ_CHUNK)) {
+                Ok(chunk) if chunk.is_empty() => {
+                    return Step::Pending(Stage::Body {
+                        stream,
+                        body,
+                        status,
+                        headers,
+                        bytes,
+                    });
+                }
+                Ok(chunk) => {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() as u64 > self.max_body {
+                        break Err(SendError::fatal(Error::BodyTooLarge {
+                            limit: self.max_body,
+                        }));
+                    }
+                }
+                Err(StreamError::Closed) => break Ok(()),
+                Err(StreamError::LastOperationFailed(err)) => {
+                    let error = match wasi::http::types::http_error_code(&err) {
+                        Some(code) => map_error_code(&code, &self.authority).error,
+                        None => Error::Transport(format!(
+                            "reading the answer from {} failed",
+                            self.authority
+                        )),
+                    };
+                    break Err(SendError::fatal(error));
+                }
             }
-            let pollable = future.subscribe();
-            if !wait_until(&pollable, deadline) {
-                return Err(timed_out());
-            }
         };
-        let response = match response {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => return Err(map_error_code(&code, authority)),
-            Err(()) => return Err(Error::Transport("the response was already taken".into())),
-        };
-
-        let status = response.status();
-        let headers: Vec<(String, Vec<u8>)> = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        let max = u64::from(limits.max_body_bytes);
-        let declared = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|len| len > max) {
-            return Err(Error::BodyTooLarge { limit: max });
-        }
-
-        let body = response
-            .consume()
-            .map_err(|()| Error::Transport("the response body was already taken".into()))?;
-        let bytes = read_body(&body, max, deadline, authority, &timed_out)?;
+        // The stream is a child of the body: it must go first, or the host traps.
+        drop(stream);
         drop(IncomingBody::finish(body));
-        Ok(HttpResponse {
+        Step::Done(outcome.map(|()| HttpResponse {
             status,
             headers,
             body: bytes,
-        })
+        }))
+    }
+
+    fn timed_out(&self, stage: &Stage) -> SendError {
+        let error = Error::Timeout(format!(
+            "no complete answer from {} within {} ms",
+            self.authority, self.total_ms
+        ));
+        match stage {
+            Stage::Head(_) => SendError::before_response(error),
+            Stage::Body { .. } => SendError::fatal(error),
+        }
+    }
+}
+
+impl WasiHttp {
+    /// Steps every request once; finished ones move to `done`.
+    fn progress(&mut self) {
+        let now = monotonic_clock::now();
+        let mut still = Vec::with_capacity(self.in_flight.len());
+        for mut request in self.in_flight.drain(..) {
+            let Some(stage) = request.stage.take() else {
+                continue;
+            };
+            match request.step(stage) {
+                Step::Done(outcome) => self.done.push((request.ticket, outcome)),
+                Step::Pending(stage) => {
+                    if now >= request.deadline_ns {
+                        let error = request.timed_out(&stage);
+                        // Dropping the stage cancels the request (stream before body).
+                        drop(stage);
+                        self.done.push((request.ticket, Err(error)));
+                    } else {
+                        request.stage = Some(stage);
+                        still.push(request);
+                    }
+                }
+            }
+        }
+        self.in_flight = still;
+    }
+}
+
+impl Transport for WasiHttp {
+    fn start(&mut self, request: &HttpRequest, limits: &Limits) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        match build(request, limits) {
+            Ok(future) => self.in_flight.push(InFlight {
+                ticket,
+                authority: request.authority.clone(),
+                deadline_ns: monotonic_clock::now()
+                    .saturating_add(u64::from(limits.total_timeout_ms) * NS_PER_MS),
+                total_ms: limits.total_timeout_ms,
+                max_body: u64::from(limits.max_body_bytes),
+                stage: Some(Stage::Head(future)),
+            }),
+            Err(e) => self.done.push((ticket, Err(e))),
+        }
+        ticket
+    }
+
+    fn wait(&mut self, until_ms: Option<u64>) -> Vec<(Ticket, Result<HttpResponse, SendError>)> {
+        let until_ns = until_ms.map(|ms| ms.saturating_mul(NS_PER_MS));
+        loop {
+            self.progress();
+            if !self.done.is_empty() {
+                return std::mem::take(&mut self.done);
+            }
+            let now = monotonic_clock::now();
+            if until_ns.is_some_and(|u| now >= u) {
+                return Vec::new();
+            }
+            let nearest = self
+                .in_flight
+                .iter()
+                .map(|r| r.deadline_ns)
+                .chain(until_ns)
+                .min();
+            let Some(wake) = nearest else {
+                // Nothing in flight and nothing to wait for.
+                return Vec::new();
+            };
+            let pollables: Vec<Pollable> = self
+                .in_flight
+                .iter()
+                .filter_map(|r| r.stage.as_ref())
+                .map(|stage| match stage {
+                    Stage::Head(future) => future.subscribe(),
+                    Stage::Body { stream, .. } => stream.subscribe(),
+                })
+                .collect();
+            let timer = monotonic_clock::subscribe_instant(wake);
+            let mut refs: Vec<&Pollable> = pollables.iter().collect();
+            refs.push(&timer);
+            let _ready = poll(&refs);
+            drop(refs);
+            drop(timer);
+            drop(pollables);
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        monotonic_clock::now() / NS_PER_MS
     }
 
     fn now_unix_secs(&mut self) -> Option<u64> {
         Some(wasi::clocks::wall_clock::now().seconds)
     }
-}
 
-/// Reads the whole body within `max` bytes and the deadline. The stream is
-/// dropped before returning, so the caller can finish the body.
-fn read_body(
-    body: &IncomingBody,
-    max: u64,
-    deadline: u64,
-    authority: &str,
-    timed_out: &dyn Fn() -> Error,
-) -> Result<Vec<u8>, Error> {
-    let stream = body
-        .stream()
-        .map_err(|()| Error::Transport("the response body stream was already taken".into()))?;
-    let mut bytes: Vec<u8> = Vec::new();
-    loop {
-        let room = max.saturating_sub(bytes.len() as u64).saturating_add(1);
-        match stream.read(room.min(READ_CHUNK)) {
-            Ok(chunk) if chunk.is_empty() => {
-                let pollable = stream.subscribe();
-                if !wait_until(&pollable, deadline) {
-                    return Err(timed_out());
-                }
-            }
-            Ok(chunk) => {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() as u64 > max {
-                    return Err(Error::BodyTooLarge { limit: max });
-                }
-                if monotonic_clock::now() >= deadline {
-                    return Err(timed_out());
-                }
-            }
-            Err(StreamError::Closed) => return Ok(bytes),
-            Err(StreamError::LastOperationFailed(err)) => {
-                return Err(match wasi::http::types::http_error_code(&err) {
-                    Some(code) => map_error_code(&code, authority),
-                    None => Error::Transport(format!("reading the answer from {authority} failed")),
-                });
-            }
-        }
+    fn random_u64(&mut self) -> u64 {
+        wasi::random::insecure::get_insecure_random_u64()
     }
 }

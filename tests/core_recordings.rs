@@ -3,105 +3,17 @@
 
 #[path = "support/expect.rs"]
 mod expect;
-
-use std::collections::HashMap;
+#[path = "support/fake.rs"]
+mod fake;
 
 use expect::{Failure, Observed};
+use fake::{Fake as Replay, key};
 use tip_enrich::bindings::{
     ApiFlavour, EnrichError, IpStatus, Report, Settings, SoarVerdict, Verdict, VerdictSource, Zone,
 };
-use tip_enrich::client::{Client, HttpResponse, Limits, Transport};
+use tip_enrich::client::{Client, HttpResponse, SendError};
 use tip_enrich::config::empty_settings;
 use tip_enrich::error::Error;
-use tip_enrich::request::HttpRequest;
-
-/// Answers from tests/recordings (same matching as the harness: method + URL
-/// with query parameters in any order) and remembers what was sent.
-#[derive(Default)]
-struct Replay {
-    answers: HashMap<String, HttpResponse>,
-    sent: Vec<HttpRequest>,
-    fail_with: Option<Error>,
-}
-
-fn key(url: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
-    params.sort();
-    format!("{base}?{}", params.join("&"))
-}
-
-impl Replay {
-    fn bundled() -> Replay {
-        let dir = expect::tests_dir().join("recordings");
-        let mut answers = HashMap::new();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "toml") {
-                continue;
-            }
-            let t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let url = t["request"]["url"].as_str().unwrap();
-            let resp = t["response"].as_table().unwrap();
-            let body = match resp.get("body_file").and_then(|b| b.as_str()) {
-                Some(f) => std::fs::read(dir.join(f)).unwrap(),
-                None => resp
-                    .get("body")
-                    .and_then(|b| b.as_str())
-                    .unwrap_or("")
-                    .as_bytes()
-                    .to_vec(),
-            };
-            let headers = resp
-                .get("headers")
-                .and_then(|h| h.as_table())
-                .map(|h| {
-                    h.iter()
-                        .map(|(k, v)| (k.to_lowercase(), v.as_str().unwrap().as_bytes().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let status = resp["status"].as_integer().unwrap() as u16;
-            answers.insert(
-                key(url),
-                HttpResponse {
-                    status,
-                    headers,
-                    body,
-                },
-            );
-        }
-        Replay {
-            answers,
-            ..Replay::default()
-        }
-    }
-}
-
-impl Transport for Replay {
-    fn send(&mut self, request: &HttpRequest, limits: &Limits) -> Result<HttpResponse, Error> {
-        self.sent.push(request.clone());
-        if let Some(e) = self.fail_with.clone() {
-            return Err(e);
-        }
-        let response = self
-            .answers
-            .get(&key(&request.url()))
-            .cloned()
-            .ok_or_else(|| {
-                Error::Transport(format!("denied: no recording for {}", request.url()))
-            })?;
-        if response.body.len() as u64 > u64::from(limits.max_body_bytes) {
-            return Err(Error::BodyTooLarge {
-                limit: u64::from(limits.max_body_bytes),
-            });
-        }
-        Ok(response)
-    }
-    fn now_unix_secs(&mut self) -> Option<u64> {
-        Some(1_800_000_000)
-    }
-}
 
 fn env_with_key(name: &str) -> Option<String> {
     (name == "TIP_API_KEY").then(|| "test-key-0123456789".to_owned())
@@ -236,7 +148,12 @@ fn every_recording_meets_its_expectation() {
             _ => client.enrich(e.ip(), &settings).map(|v| observe(&v)),
         };
         expect::check(e, outcome.map_err(failure));
-        assert_eq!(replay.sent.len(), 1, "{}: exactly one request", e.name);
+        let want = e
+            .table
+            .get("requests")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(1) as usize;
+        assert_eq!(replay.sent.len(), want, "{}: requests made", e.name);
     }
 }
 
@@ -262,8 +179,8 @@ fn batch_keeps_order_and_reports_per_entry() {
     assert!(matches!(results[3], Err(EnrichError::RateLimited(_))));
     assert!(!results[4].as_ref().unwrap().found);
     assert_eq!(results[5].as_ref().unwrap().verdict, SoarVerdict::Benign);
-    // The invalid and the reserved address cost no request.
-    assert_eq!(replay.sent.len(), 4);
+    // The invalid and the reserved address cost no request; the 429 is retried twice.
+    assert_eq!(replay.sent.len(), 6);
 }
 
 #[test]
@@ -340,10 +257,8 @@ fn transport_failures_map_to_kinds() {
         (Error::BodyTooLarge { limit: 10 }, "malformed-response"),
     ];
     for (error, kind) in cases {
-        let mut replay = Replay {
-            fail_with: Some(error),
-            ..Replay::bundled()
-        };
+        let mut replay = Replay::bundled();
+        replay.fail_with = Some(SendError::fatal(error));
         let e = Client::new(&mut replay, &env_with_key)
             .enrich("8.8.8.8", &empty_settings())
             .unwrap_err();

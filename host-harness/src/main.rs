@@ -4,7 +4,7 @@
 //! when every line is a verdict, 1 when any line is an error, 2 for usage or
 //! configuration errors.
 
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,9 +19,11 @@ use host_harness::runtime::{
     ApiFlavour, AuthScheme, EnrichError, InstanceOptions, Runner, Runtime, Settings, empty_settings,
 };
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// Addresses sent to the component in one call.
-const CHUNK: usize = 64;
+/// Addresses sent to the component in one call, per unit of concurrency:
+/// enough to keep every slot busy, small enough to keep memory flat.
+const CHUNK_PER_SLOT: usize = 16;
 /// Placeholder key for replays without a key (recordings never check it).
 const REPLAY_KEY: &str = "replay-without-a-key";
 
@@ -107,6 +109,26 @@ struct Cli {
     /// Linear-memory cap of the component, in MiB.
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_memory_mb: usize,
+
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    concurrency: u32,
+
+    /// Limit of one lookup with all its retries, in ms.
+    #[arg(long, value_name = "N", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(1..))]
+    deadline_ms: u32,
+
+    /// Retries of a 429, a 5xx, or a failure before any response byte.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    retries: u32,
+
+    /// How long an answer stays cached for the rest of the run, in seconds (0: no cache).
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    cache_ttl_secs: u32,
+
+    /// No progress bar and no end-of-run summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn read_key(cli: &Cli) -> Result<Option<String>> {
@@ -143,6 +165,10 @@ fn settings(cli: &Cli, key: Option<String>) -> Settings {
     s.count = cli.count;
     s.query_reserved = Some(cli.query_reserved);
     s.max_body_bytes = cli.max_body_bytes;
+    s.concurrency = Some(cli.concurrency);
+    s.deadline_ms = Some(cli.deadline_ms);
+    s.retries = Some(cli.retries);
+    s.cache_ttl_secs = Some(cli.cache_ttl_secs);
     s
 }
 
@@ -227,6 +253,8 @@ fn stdin_ips() -> impl Iterator<Item = String> {
 struct Tally {
     errors: usize,
     config_errors: usize,
+    /// The latest quota the API reported: (requests today, daily quota).
+    quota: Option<(u64, u64)>,
 }
 
 impl Tally {
@@ -236,6 +264,31 @@ impl Tally {
             self.config_errors += 1;
         }
     }
+
+    /// Remembers the highest day-requests count seen (answers may arrive out of order).
+    fn quota(&mut self, line: &serde_json::Value) {
+        if let (Some(used), Some(quota)) =
+            (line["day_requests"].as_u64(), line["day_quota"].as_u64())
+            && self.quota.is_none_or(|(u, _)| used >= u)
+        {
+            self.quota = Some((used, quota));
+        }
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and not `--quiet`.
+fn progress(quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {pos} addresses, {per_sec} [{elapsed_precise}]")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -251,7 +304,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let mut options = InstanceOptions::new(egress);
     options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
     let mut runner = Runner::new(runtime, options);
-    let per_call = Duration::from_millis(u64::from(cli.timeout_ms)) + Duration::from_secs(1);
+    // Epoch budgets: a lookup takes at most its deadline (retries included).
+    let per_lookup = Duration::from_millis(u64::from(cli.deadline_ms)) + Duration::from_secs(1);
+    let chunk_size = CHUNK_PER_SLOT * cli.concurrency as usize;
+    let bar = progress(cli.quiet);
 
     let mut ips: Box<dyn Iterator<Item = String>> = if cli.ips.is_empty() {
         Box::new(stdin_ips())
@@ -268,7 +324,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
 
     loop {
-        let chunk: Vec<String> = ips.by_ref().take(CHUNK).collect();
+        let chunk: Vec<String> = ips.by_ref().take(chunk_size).collect();
         if chunk.is_empty() {
             break;
         }
@@ -279,14 +335,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .iter()
                 .map(|ip| {
                     runner
-                        .call(|i| i.lookup(ip, &settings, per_call))
+                        .call(|i| i.lookup(ip, &settings, per_lookup))
                         .map(|r| r.map(|report| report_json(&report)))
                         .map_err(|t| t.to_string())
                 })
                 .collect()
         } else {
+            let rounds = chunk.len().div_ceil(cli.concurrency as usize);
             let budget =
-                per_call * u32::try_from(chunk.len()).unwrap_or(u32::MAX) + Duration::from_secs(5);
+                per_lookup * u32::try_from(rounds).unwrap_or(u32::MAX) + Duration::from_secs(5);
             match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
                 Ok(results) if results.len() == chunk.len() => results
                     .into_iter()
@@ -298,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|ip| {
                         runner
-                            .call(|i| i.enrich(ip, &settings, per_call))
+                            .call(|i| i.enrich(ip, &settings, per_lookup))
                             .map(|r| r.map(|v| verdict_json(&v)))
                             .map_err(|t| t.to_string())
                     })
@@ -307,7 +364,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         };
         for (ip, outcome) in chunk.iter().zip(outcomes) {
             let line = match outcome {
-                Ok(Ok(json)) => json,
+                Ok(Ok(json)) => {
+                    tally.quota(&json);
+                    json
+                }
                 Ok(Err(e)) => {
                     tally.error(&e);
                     error_json(ip, &e)
@@ -318,10 +378,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             };
             emit(&mut out, line)?;
+            bar.inc(1);
         }
         out.flush()?;
     }
     out.flush()?;
+    bar.finish_and_clear();
+    if let Some((used, quota)) = tally.quota
+        && !cli.quiet
+    {
+        eprintln!(
+            "tip-enrich: quota: {used} of {quota} requests used today, {} left",
+            quota.saturating_sub(used)
+        );
+    }
     Ok(if tally.config_errors > 0 {
         ExitCode::from(2)
     } else if tally.errors > 0 {

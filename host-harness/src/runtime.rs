@@ -315,5 +315,10 @@ pub fn empty_settings() -> Settings {
         max_body_bytes: None,
         query_reserved: None,
         verdict_map: None,
+        concurrency: None,
+        retries: None,
+        deadline_ms: None,
+        retry_after_cap_ms: None,
+        cache_ttl_secs: None,
     }
 }

@@ -101,7 +101,7 @@ fn stdin_lines_in_order_skipping_blanks_and_comments() {
     assert_eq!(lines[0]["ip"], "45.9.148.108");
     assert_eq!(lines[1]["ip"], "9.9.9.9");
     assert_eq!(lines[1]["error"]["kind"], "rate-limited");
-    assert_eq!(lines[1]["error"]["retry_after_secs"], 30);
+    assert_eq!(lines[1]["error"]["retry_after_secs"], 1);
     assert_eq!(
         lines[2]["ip"], "not-an-ip",
         "errors echo the input as given"
@@ -244,7 +244,7 @@ fn the_key_never_appears_in_output_or_recordings() {
     let out = run(
         tip_enrich()
             .env("TIP_API_KEY", KEY)
-            .args(["--base-url", &server.url(), "--record"])
+            .args(["--retries", "0", "--base-url", &server.url(), "--record"])
             .arg(dir.path())
             .args(["5.5.5.5", "6.6.6.6", "7.7.7.7"]),
         None,

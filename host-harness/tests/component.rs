@@ -246,6 +246,7 @@ fn live_mode_sends_the_request_and_reaches_only_the_base_url_host() {
 fn auth_schemes_and_opentip_on_the_wire() {
     let server = Server::start(|_| Action::json(200, r#"{"Zone":"Green"}"#));
     let (mut instance, mut s) = live(&server);
+    s.cache_ttl_secs = Some(0);
     s.auth = Some(AuthScheme::Bearer);
     instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap();
     s.auth = Some(AuthScheme::Basic);
