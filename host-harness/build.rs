@@ -1,4 +1,4 @@
-//! Builds the tip-enrich component (wasm32-wasip2, release) so the harness and
+//! Builds the tip-enrich component (wasm32-wasip2, profile `component`) so the harness and
 //! its tests always run the component of the same checkout, with no manual
 //! step. Modelled on wasmtime's `crates/test-programs/artifacts/build.rs`.
 //!
@@ -44,7 +44,8 @@ fn main() {
     cmd.current_dir(&root)
         .args([
             "build",
-            "--release",
+            "--profile",
+            "component",
             "--locked",
             "--target",
             "wasm32-wasip2",
@@ -74,7 +75,7 @@ fn main() {
              run: rustup target add wasm32-wasip2"
         );
     }
-    let wasm = target_dir.join("wasm32-wasip2/release/tip_enrich.wasm");
+    let wasm = target_dir.join("wasm32-wasip2/component/tip_enrich.wasm");
     assert!(wasm.exists(), "component not found at {}", wasm.display());
     println!(
         "cargo:rustc-env=TIP_ENRICH_COMPONENT_PATH={}",

@@ -106,13 +106,14 @@ pub fn run(
                 in_flight += 1;
             }
         }
-        // Wake for the earliest backoff still pending (if nothing is in flight
-        // the transport sleeps until then).
+        // Wake for the earliest backoff still to run out (if nothing is in
+        // flight the transport sleeps until then). Jobs that could start now
+        // but found no free slot need no wake: a finishing request frees one.
         let wake = if stopped {
             None
         } else {
             jobs.iter()
-                .filter(|j| !j.done && j.ticket.is_none())
+                .filter(|j| !j.done && j.ticket.is_none() && j.not_before > now)
                 .map(|j| j.not_before)
                 .min()
         };
