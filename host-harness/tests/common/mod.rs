@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,6 +49,10 @@ pub enum Action {
     Stall(Duration),
     /// Send the head and then the body one byte per interval.
     Drip { body: Vec<u8>, interval: Duration },
+    /// Wait, then do the inner action (latency).
+    Delay(Duration, Box<Action>),
+    /// Close the connection without a response.
+    Close,
 }
 
 impl Action {
@@ -67,6 +71,8 @@ type Handler = dyn Fn(&Seen) -> Action + Send + Sync;
 pub struct Server {
     pub addr: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    active: Arc<AtomicUsize>,
+    max_active: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -77,9 +83,12 @@ impl Server {
         let addr = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let max_active = Arc::new(AtomicUsize::new(0));
         let handler: Arc<Handler> = Arc::new(handler);
         let thread = {
             let (seen, stop) = (seen.clone(), stop.clone());
+            let (active, max_active) = (active.clone(), max_active.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -87,13 +96,21 @@ impl Server {
                     }
                     let Ok(conn) = conn else { continue };
                     let (seen, handler, stop) = (seen.clone(), handler.clone(), stop.clone());
-                    std::thread::spawn(move || serve(conn, &seen, &*handler, &stop));
+                    let (active, max_active) = (active.clone(), max_active.clone());
+                    std::thread::spawn(move || {
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_active.fetch_max(now, Ordering::SeqCst);
+                        serve(conn, &seen, &*handler, &stop);
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
             })
         };
         Server {
             addr,
             seen,
+            active,
+            max_active,
             stop,
             thread: Some(thread),
         }
@@ -106,6 +123,11 @@ impl Server {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Most connections open at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.max_active.load(Ordering::SeqCst)
     }
 }
 
@@ -144,7 +166,12 @@ fn serve(mut conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: 
             .collect(),
     };
     seen.lock().unwrap().push(request.clone());
-    match handler(&request) {
+    act(&mut conn, handler(&request), stop);
+    let _ = conn.shutdown(Shutdown::Both);
+}
+
+fn act(conn: &mut TcpStream, action: Action, stop: &AtomicBool) {
+    match action {
         Action::Respond {
             status,
             headers,
@@ -181,6 +208,10 @@ fn serve(mut conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: 
                 std::thread::sleep(interval);
             }
         }
+        Action::Delay(d, inner) => {
+            std::thread::sleep(d);
+            act(conn, *inner, stop);
+        }
+        Action::Close => {}
     }
-    let _ = conn.shutdown(Shutdown::Both);
 }
