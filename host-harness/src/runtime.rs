@@ -34,6 +34,36 @@ pub const COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_COMPONENT_PATH"));
 /// Path of the bundled component on the build machine.
 pub const COMPONENT_PATH: &str = env!("TIP_ENRICH_COMPONENT_PATH");
 
+/// Where the precompiled form of `wasm` for `engine` is cached:
+/// `$TIP_ENRICH_CACHE_DIR`, else `$XDG_CACHE_HOME/tip-enrich`, else
+/// `$HOME/.cache/tip-enrich`; the name holds a hash of the component and of
+/// the engine's compatibility (wasmtime version, settings, target).
+/// `TIP_ENRICH_CACHE_DIR=` (empty) turns the cache off.
+pub fn cache_path(engine: &Engine, wasm: &[u8]) -> Option<std::path::PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let dir = match std::env::var_os("TIP_ENRICH_CACHE_DIR") {
+        Some(d) if d.is_empty() => return None,
+        Some(d) => std::path::PathBuf::from(d),
+        None => match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            Some(d) => std::path::PathBuf::from(d).join("tip-enrich"),
+            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/tip-enrich"),
+        },
+    };
+    let mut component = std::hash::DefaultHasher::new();
+    wasm.hash(&mut component);
+    let mut compat = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    Some(dir.join(format!(
+        "component-{:016x}-wasmtime-{}-{:016x}.cwasm",
+        component.finish(),
+        WASMTIME_VERSION,
+        compat.finish()
+    )))
+}
+
+/// The wasmtime version this harness embeds.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
 /// Epoch tick length.
 const TICK: Duration = Duration::from_millis(10);
 
@@ -46,7 +76,49 @@ pub struct State {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: Hooks,
-    limits: StoreLimits,
+    limits: PeakLimits,
+}
+
+/// `StoreLimits` that also remember the largest linear memory asked for.
+struct PeakLimits {
+    inner: StoreLimits,
+    peak_memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for PeakLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 impl WasiView for State {
@@ -134,29 +206,67 @@ impl InstanceOptions {
 }
 
 impl Runtime {
-    /// Compiles the bundled component.
+    /// The bundled component, from the precompiled cache when it is there.
     pub fn bundled() -> wasmtime::Result<Runtime> {
-        Runtime::new(COMPONENT)
+        Runtime::cached(COMPONENT)
     }
 
-    /// Compiles a component from a file.
+    /// A component from a file, through the precompiled cache.
     pub fn from_file(path: &Path) -> wasmtime::Result<Runtime> {
         let bytes = std::fs::read(path)
             .map_err(|e| wasmtime::format_err!("reading component {}: {e}", path.display()))?;
-        Runtime::new(&bytes)
+        Runtime::cached(&bytes)
     }
 
-    /// Compiles a component from bytes and links WASI and wasi-http.
-    pub fn new(wasm: &[u8]) -> wasmtime::Result<Runtime> {
+    /// The engine every runtime uses (the precompiled cache depends on it).
+    pub fn engine() -> wasmtime::Result<Engine> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = Engine::new(&config)?;
+        Engine::new(&config)
+    }
+
+    /// Compiles a component from bytes (no cache).
+    pub fn new(wasm: &[u8]) -> wasmtime::Result<Runtime> {
+        let engine = Runtime::engine()?;
         let component = Component::new(&engine, wasm)?;
+        Runtime::from_component(engine, &component)
+    }
+
+    /// Loads `wasm` from the precompiled cache (see [`cache_path`]), or compiles
+    /// it and stores the result there. Any cache problem falls back to compiling.
+    pub fn cached(wasm: &[u8]) -> wasmtime::Result<Runtime> {
+        let engine = Runtime::engine()?;
+        let Some(path) = cache_path(&engine, wasm) else {
+            let component = Component::new(&engine, wasm)?;
+            return Runtime::from_component(engine, &component);
+        };
+        if path.is_file() {
+            // SAFETY: the file was written by `precompile_component` of an
+            // engine with the same compatibility hash (it is in the name), in
+            // the user's own cache directory; wasmtime still checks the header.
+            if let Ok(component) = unsafe { Component::deserialize_file(&engine, &path) } {
+                return Runtime::from_component(engine, &component);
+            }
+        }
+        let compiled = engine.precompile_component(wasm)?;
+        if let Some(dir) = path.parent() {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &compiled).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+        // SAFETY: these bytes were produced just now by this engine.
+        let component = unsafe { Component::deserialize(&engine, &compiled)? };
+        Runtime::from_component(engine, &component)
+    }
+
+    /// Links WASI and wasi-http and pre-instantiates `component`.
+    pub fn from_component(engine: Engine, component: &Component) -> wasmtime::Result<Runtime> {
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
-        let pre = bindings::EnricherPre::new(linker.instantiate_pre(&component)?)?;
+        let pre = bindings::EnricherPre::new(linker.instantiate_pre(component)?)?;
         let ticker = Arc::new(Ticker::start(engine.clone()));
         Ok(Runtime {
             engine,
@@ -177,12 +287,15 @@ impl Runtime {
                 egress: options.egress.clone(),
                 log: options.log.clone(),
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(options.max_memory_bytes)
-                .instances(4)
-                .tables(16)
-                .memories(4)
-                .build(),
+            limits: PeakLimits {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(options.max_memory_bytes)
+                    .instances(4)
+                    .tables(16)
+                    .memories(4)
+                    .build(),
+                peak_memory: 0,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -204,6 +317,11 @@ fn ticks(budget: Duration) -> u64 {
 }
 
 impl Instance {
+    /// The largest linear memory the component has asked for, in bytes.
+    pub fn peak_memory(&self) -> usize {
+        self.store.data().limits.peak_memory
+    }
+
     /// `enrich-with`; `budget` bounds the whole call (epoch deadline).
     pub fn enrich(
         &mut self,
