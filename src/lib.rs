@@ -46,7 +46,7 @@ mod component {
     use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
     use crate::client::Client;
     use crate::config::empty_settings;
-    use crate::wasi_http::{WasiHttp, env_var};
+    use crate::wasi_http::{WasiHttp, environment};
 
     thread_local! {
         /// The instance's verdict cache: it lives as long as the instance.
@@ -57,9 +57,17 @@ mod component {
 
     fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
         let mut transport = WasiHttp::default();
+        // One trip across the boundary for the whole environment per call.
+        let environment = environment();
+        let env = |name: &str| {
+            environment
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         CACHE.with(|cache| match cache.try_borrow_mut() {
-            Ok(mut cache) => f(&mut Client::new(&mut transport, &env_var).with_cache(&mut cache)),
-            Err(_) => f(&mut Client::new(&mut transport, &env_var)),
+            Ok(mut cache) => f(&mut Client::new(&mut transport, &env).with_cache(&mut cache)),
+            Err(_) => f(&mut Client::new(&mut transport, &env)),
         })
     }
 

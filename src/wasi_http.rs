@@ -26,12 +26,9 @@ const NS_PER_MS: u64 = 1_000_000;
 /// Largest read asked of a body stream at once.
 const READ_CHUNK: u64 = 64 * 1024;
 
-/// Reads one environment variable through wasi:cli/environment.
-pub fn env_var(name: &str) -> Option<String> {
+/// The component's environment, through wasi:cli/environment.
+pub fn environment() -> Vec<(String, String)> {
     wasi::cli::environment::get_environment()
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
 }
 
 /// Where one request is.
