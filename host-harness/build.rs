@@ -38,6 +38,11 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={path}");
     }
+    // Profile overrides reach the nested build; changing one must rebuild it
+    // (BENCHMARKS.md tunes the profile this way).
+    for knob in ["OPT_LEVEL", "LTO", "CODEGEN_UNITS", "STRIP", "PANIC"] {
+        println!("cargo:rerun-if-env-changed=CARGO_PROFILE_COMPONENT_{knob}");
+    }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

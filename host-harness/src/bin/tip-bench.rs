@@ -335,13 +335,20 @@ fn main() -> Result<()> {
         s.cache_ttl_secs = Some(0);
         s
     };
-    let cases: [(&str, &str, bool, Vec<u8>, usize); 3] = [
+    let cases: [(&str, &str, bool, Vec<u8>, usize); 4] = [
         (
             "reserved address (answered locally)",
             "10.0.0.1",
             false,
             Vec::new(),
             2000,
+        ),
+        (
+            "tiny answer: the HTTP path alone (7.7.7.7, 404)",
+            "7.7.7.7",
+            false,
+            b"{}".to_vec(),
+            500,
         ),
         (
             "typical verdict answer (45.9.148.108)",
