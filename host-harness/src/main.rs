@@ -282,8 +282,7 @@ fn progress(quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new_spinner();
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {pos} addresses, {per_sec} [{elapsed_precise}]")
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} addresses [{elapsed_precise}]")
     {
         bar.set_style(style);
     }

@@ -182,6 +182,25 @@ fn a_stalled_server_times_out_within_bounded_retries() {
 }
 
 #[test]
+fn headers_then_a_stall_time_out() {
+    // The head and one byte arrive at once; the rest would take 10 s a byte.
+    let server = Server::start(|_| Action::Drip {
+        body: br#"{"Zone":"Red"}"#.to_vec(),
+        interval: Duration::from_secs(10),
+    });
+    let (mut instance, mut s) = live(&server);
+    s.total_timeout_ms = Some(400);
+    s.retries = Some(0);
+    let e = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
+    assert_eq!(error_kind(&e), "timeout");
+    assert_eq!(
+        server.seen().len(),
+        1,
+        "a failure after the response began is not retried"
+    );
+}
+
+#[test]
 fn a_quota_answer_stops_the_batch() {
     let server = Server::start(|seen| {
         if seen.target.contains("45.9.148.3") {
