@@ -251,7 +251,11 @@ impl Runtime {
         }
         let compiled = engine.precompile_component(wasm)?;
         if let Some(dir) = path.parent() {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // A name no other writer uses, then an atomic rename: readers see
+            // either no file or a whole one.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
             if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &compiled).is_ok() {
                 let _ = std::fs::rename(&tmp, &path);
             }
