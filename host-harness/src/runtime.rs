@@ -237,7 +237,17 @@ impl Runtime {
     /// it and stores the result there. Any cache problem falls back to compiling.
     pub fn cached(wasm: &[u8]) -> wasmtime::Result<Runtime> {
         let engine = Runtime::engine()?;
-        let Some(path) = cache_path(&engine, wasm) else {
+        let path = cache_path(&engine, wasm);
+        Runtime::cached_at(engine, wasm, path.as_deref())
+    }
+
+    /// [`Runtime::cached`] with an explicit cache file (`None`: no cache).
+    pub fn cached_at(
+        engine: Engine,
+        wasm: &[u8],
+        path: Option<&Path>,
+    ) -> wasmtime::Result<Runtime> {
+        let Some(path) = path else {
             let component = Component::new(&engine, wasm)?;
             return Runtime::from_component(engine, &component);
         };

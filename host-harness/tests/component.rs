@@ -443,3 +443,33 @@ fn the_epoch_deadline_interrupts_a_call_that_runs_too_long() {
         Some("10.0.0.0/8 (private use, RFC 1918)")
     );
 }
+
+#[test]
+fn the_precompiled_cache_is_written_reused_and_survives_corruption() {
+    use host_harness::runtime::{COMPONENT, Runtime};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("component.cwasm");
+    let check = |runtime: Runtime| {
+        let mut i = runtime
+            .instantiate(&InstanceOptions::new(Egress::Replay(bundled())))
+            .unwrap();
+        assert_eq!(
+            i.enrich("45.9.148.108", &keyed(), BUDGET)
+                .unwrap()
+                .unwrap()
+                .threat_score,
+            Some(92)
+        );
+    };
+    check(Runtime::cached_at(Runtime::engine().unwrap(), COMPONENT, Some(&path)).unwrap());
+    let written = std::fs::read(&path).unwrap();
+    assert!(
+        written.len() > COMPONENT.len() / 2,
+        "a precompiled artefact was stored"
+    );
+    check(Runtime::cached_at(Runtime::engine().unwrap(), COMPONENT, Some(&path)).unwrap());
+    // A damaged file is not trusted: the component is compiled again and the file replaced.
+    std::fs::write(&path, b"not a precompiled component").unwrap();
+    check(Runtime::cached_at(Runtime::engine().unwrap(), COMPONENT, Some(&path)).unwrap());
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+}
