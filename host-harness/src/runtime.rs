@@ -255,7 +255,7 @@ impl Runtime {
             // SAFETY: the file was written by `precompile_component` of an
             // engine with the same compatibility hash (it is in the name), in
             // the user's own cache directory; wasmtime still checks the header.
-            if let Ok(component) = unsafe { Component::deserialize_file(&engine, &path) } {
+            if let Ok(component) = unsafe { Component::deserialize_file(&engine, path) } {
                 return Runtime::from_component(engine, &component);
             }
         }
@@ -267,7 +267,7 @@ impl Runtime {
             let n = WRITES.fetch_add(1, Ordering::Relaxed);
             let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
             if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &compiled).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
+                let _ = std::fs::rename(&tmp, path);
             }
         }
         // SAFETY: these bytes were produced just now by this engine.
