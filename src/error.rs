@@ -159,25 +159,17 @@ pub fn excerpt(body: &[u8]) -> String {
     } else {
         text.into_owned()
     };
-    let mut out = String::new();
-    let mut count = 0;
-    for word in source.split_whitespace() {
-        let word: String = word.chars().filter(|c| !c.is_control()).collect();
-        if word.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-            count += 1;
-        }
-        for c in word.chars() {
-            if count >= EXCERPT_CHARS {
-                out.push('…');
-                return out;
-            }
-            out.push(if c == '"' { '\'' } else { c });
-            count += 1;
-        }
+    // Words joined by single spaces, control characters dropped, `"` as `'`.
+    let mut normalised = source
+        .split_whitespace()
+        .map(|word| word.chars().filter(|c| !c.is_control()).collect::<String>())
+        .filter(|word| !word.is_empty())
+        .flat_map(|word| std::iter::once(' ').chain(word.chars().collect::<Vec<_>>()))
+        .skip(1)
+        .map(|c| if c == '"' { '\'' } else { c });
+    let mut out: String = normalised.by_ref().take(EXCERPT_CHARS).collect();
+    if normalised.next().is_some() {
+        out.push('…');
     }
     out
 }
@@ -275,6 +267,22 @@ mod tests {
         assert!(e.ends_with('…'));
         assert_eq!(excerpt(b"a\r\nb\x1b[31m\"q\""), "a b[31m'q'");
         assert_eq!(excerpt(b"\xff\xfe bad utf8"), "\u{fffd}\u{fffd} bad utf8");
+    }
+
+    #[test]
+    fn excerpt_bound_holds_when_a_word_ends_at_the_limit() {
+        // Found by tests/properties.rs: 120 characters ending a word, then
+        // another word, gave 122 (a space and the ellipsis past the limit).
+        let body = "! ".repeat(200);
+        let e = excerpt(body.as_bytes());
+        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
+        assert!(e.ends_with('…'));
+        assert_eq!(
+            excerpt("x".repeat(EXCERPT_CHARS).as_bytes())
+                .chars()
+                .count(),
+            EXCERPT_CHARS
+        );
     }
 
     #[test]
