@@ -250,10 +250,24 @@ impl InFlight {
                 Err(StreamError::LastOperationFailed(err)) => {
                     let error = match wasi::http::types::http_error_code(&err) {
                         Some(code) => map_error_code(&code, &self.authority).error,
-                        None => Error::Transport(format!(
-                            "reading the answer from {} failed",
-                            self.authority
-                        )),
+                        // wasmtime reports its between-bytes timeout on the body
+                        // stream as a plain I/O error, not an `error-code`: its
+                        // text is all there is to tell a timeout from a failure.
+                        None => {
+                            let mut detail = err.to_debug_string();
+                            detail.truncate(160);
+                            if detail.to_ascii_lowercase().contains("timeout") {
+                                Error::Timeout(format!(
+                                    "{} stopped sending the answer ({detail})",
+                                    self.authority
+                                ))
+                            } else {
+                                Error::Transport(format!(
+                                    "reading the answer from {} failed ({detail})",
+                                    self.authority
+                                ))
+                            }
+                        }
                     };
                     break Err(SendError::fatal(error));
                 }

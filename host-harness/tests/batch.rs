@@ -192,7 +192,12 @@ fn headers_then_a_stall_time_out() {
     s.total_timeout_ms = Some(400);
     s.retries = Some(0);
     let e = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
-    assert_eq!(error_kind(&e), "timeout");
+    assert_eq!(
+        error_kind(&e),
+        "timeout",
+        "{}",
+        host_harness::output::error_message(&e)
+    );
     assert_eq!(
         server.seen().len(),
         1,
