@@ -90,6 +90,22 @@ impl Error {
     }
 }
 
+/// The kind of an error, spelled as its WIT case (`rate-limited`, ...).
+pub fn kind(e: &EnrichError) -> &'static str {
+    match e {
+        EnrichError::InvalidIp(_) => "invalid-ip",
+        EnrichError::BadRequest(_) => "bad-request",
+        EnrichError::Unauthorized(_) => "unauthorized",
+        EnrichError::QuotaExceeded(_) => "quota-exceeded",
+        EnrichError::RateLimited(_) => "rate-limited",
+        EnrichError::Upstream(_) => "upstream",
+        EnrichError::Timeout(_) => "timeout",
+        EnrichError::Transport(_) => "transport",
+        EnrichError::MalformedResponse(_) => "malformed-response",
+        EnrichError::Config(_) => "config",
+    }
+}
+
 /// Replaces every occurrence of each non-empty secret with `[redacted]`.
 pub fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();

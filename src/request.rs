@@ -59,7 +59,14 @@ impl std::fmt::Debug for HttpRequest {
 
 /// Whether a header carries credentials.
 pub fn is_auth_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-api-key")
+    [
+        "authorization",
+        "x-api-key",
+        "proxy-authorization",
+        "cookie",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Builds the lookup request for `ip`. Needs a key.

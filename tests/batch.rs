@@ -12,7 +12,7 @@ use tip_enrich::bindings::{EnrichError, Settings, SoarVerdict, Zone};
 use tip_enrich::cache::Cache;
 use tip_enrich::client::{Client, HttpResponse, SendError};
 use tip_enrich::config::empty_settings;
-use tip_enrich::error::Error;
+use tip_enrich::error::{Error, kind};
 
 fn env(name: &str) -> Option<String> {
     (name == "TIP_API_KEY").then(|| "batch-key-0123".to_owned())
@@ -42,21 +42,6 @@ fn green() -> Fake {
 fn with_header(mut r: HttpResponse, name: &str, value: &str) -> HttpResponse {
     r.headers.push((name.to_owned(), value.as_bytes().to_vec()));
     r
-}
-
-fn kind(e: &EnrichError) -> &'static str {
-    match e {
-        EnrichError::InvalidIp(_) => "invalid-ip",
-        EnrichError::BadRequest(_) => "bad-request",
-        EnrichError::Unauthorized(_) => "unauthorized",
-        EnrichError::QuotaExceeded(_) => "quota-exceeded",
-        EnrichError::RateLimited(_) => "rate-limited",
-        EnrichError::Upstream(_) => "upstream",
-        EnrichError::Timeout(_) => "timeout",
-        EnrichError::Transport(_) => "transport",
-        EnrichError::MalformedResponse(_) => "malformed-response",
-        EnrichError::Config(_) => "config",
-    }
 }
 
 #[test]

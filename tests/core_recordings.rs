@@ -106,20 +106,21 @@ fn observe_report(r: &Report) -> Observed {
 }
 
 fn failure(e: EnrichError) -> Failure {
-    let (kind, message, retry_after_secs, status) = match e {
-        EnrichError::InvalidIp(m) => ("invalid-ip", m, None, None),
-        EnrichError::BadRequest(m) => ("bad-request", m, None, None),
-        EnrichError::Unauthorized(m) => ("unauthorized", m, None, None),
-        EnrichError::QuotaExceeded(m) => ("quota-exceeded", m, None, None),
-        EnrichError::RateLimited(r) => ("rate-limited", r.message, r.retry_after_secs, None),
-        EnrichError::Upstream(u) => ("upstream", u.message, None, Some(u.status)),
-        EnrichError::Timeout(m) => ("timeout", m, None, None),
-        EnrichError::Transport(m) => ("transport", m, None, None),
-        EnrichError::MalformedResponse(m) => ("malformed-response", m, None, None),
-        EnrichError::Config(m) => ("config", m, None, None),
+    let kind = tip_enrich::error::kind(&e).to_owned();
+    let (message, retry_after_secs, status) = match e {
+        EnrichError::RateLimited(r) => (r.message, r.retry_after_secs, None),
+        EnrichError::Upstream(u) => (u.message, None, Some(u.status)),
+        EnrichError::InvalidIp(m)
+        | EnrichError::BadRequest(m)
+        | EnrichError::Unauthorized(m)
+        | EnrichError::QuotaExceeded(m)
+        | EnrichError::Timeout(m)
+        | EnrichError::Transport(m)
+        | EnrichError::MalformedResponse(m)
+        | EnrichError::Config(m) => (m, None, None),
     };
     Failure {
-        kind: kind.into(),
+        kind,
         message,
         retry_after_secs,
         status,

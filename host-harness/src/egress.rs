@@ -100,33 +100,15 @@ pub fn normalise_authority(authority: &str, https: bool) -> String {
     }
 }
 
+/// The core's scrubbing, over owned secrets.
 fn scrub(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| s.len() >= 4)
-        .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "[redacted]"))
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    tip_enrich::error::scrub(text, &refs)
 }
 
 fn scrub_bytes(body: &[u8], secrets: &[String]) -> Vec<u8> {
-    match std::str::from_utf8(body) {
-        Ok(text) => scrub(text, secrets).into_bytes(),
-        Err(_) => {
-            let mut out = body.to_vec();
-            for s in secrets.iter().filter(|s| s.len() >= 4) {
-                let needle = s.as_bytes();
-                let mut i = 0;
-                while i + needle.len() <= out.len() {
-                    if out.get(i..i + needle.len()) == Some(needle) {
-                        out.splice(i..i + needle.len(), b"[redacted]".iter().copied());
-                        i += b"[redacted]".len();
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            out
-        }
-    }
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    tip_enrich::error::scrub_bytes(body.to_vec(), &refs)
 }
 
 impl Hooks {
@@ -200,7 +182,7 @@ impl WasiHttpHooks for Hooks {
                         .headers()
                         .iter()
                         .map(|(k, v)| {
-                            let value = if tip_enrich_auth_header(k.as_str()) {
+                            let value = if tip_enrich::request::is_auth_header(k.as_str()) {
                                 "[redacted]".to_owned()
                             } else {
                                 scrub(&String::from_utf8_lossy(v.as_bytes()), &secrets)
@@ -250,14 +232,6 @@ impl WasiHttpHooks for Hooks {
             }
         }
     }
-}
-
-/// Whether a header carries credentials (mirrors the component's list).
-fn tip_enrich_auth_header(name: &str) -> bool {
-    matches!(
-        name.to_ascii_lowercase().as_str(),
-        "authorization" | "x-api-key" | "proxy-authorization" | "cookie"
-    )
 }
 
 #[cfg(test)]

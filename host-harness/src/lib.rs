@@ -14,17 +14,12 @@ pub mod runtime;
 /// Directory of the bundled recordings (the README's demo).
 pub const BUNDLED_RECORDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/recordings");
 
-/// Splits an `http(s)://host[:port]/...` URL into (https, normalised authority).
+/// Splits an `http(s)://host[:port]/...` URL into (https, normalised
+/// authority), with the component's own base-URL rules.
 pub fn url_authority(url: &str) -> Option<(bool, String)> {
-    let lower = url.trim().to_ascii_lowercase();
-    let (https, rest) = if let Some(rest) = lower.strip_prefix("https://") {
-        (true, rest)
-    } else {
-        (false, lower.strip_prefix("http://")?)
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    Some((https, egress::normalise_authority(authority, https)))
+    let base = tip_enrich::config::BaseUrl::parse(url).ok()?;
+    Some((
+        base.https,
+        egress::normalise_authority(&base.authority, base.https),
+    ))
 }

@@ -172,6 +172,20 @@ mod native {
     }
 }
 
+/// Spawns `cmd` with `input` on stdin and waits for it.
+fn run_with_stdin(cmd: &mut Command, input: &str, what: &str) -> Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {what}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(input.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
 fn python_sequential(server: &str, ips: &[String]) -> Result<Duration> {
     let script = r#"
 import sys, time, urllib.request
@@ -185,18 +199,13 @@ for ip in ips:
         r.read()
 print(time.perf_counter() - t)
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, &format!("http://{server}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running python3")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("no stdin"))?
-        .write_all(ips.join("\n").as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = run_with_stdin(
+        Command::new("python3")
+            .args(["-c", script, &format!("http://{server}")])
+            .stdout(Stdio::piped()),
+        &ips.join("\n"),
+        "python3",
+    )?;
     let secs: f64 = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -225,29 +234,24 @@ fn cli_batch(
     cache_dir: &Path,
 ) -> Result<(Duration, Option<u64>)> {
     let t = Instant::now();
-    let mut child = Command::new("/usr/bin/time")
-        .args(["-f", "%M"])
-        .arg(cli)
-        .args([
-            "-q",
-            "--concurrency",
-            "32",
-            "--base-url",
-            &format!("http://{server}"),
-        ])
-        .env("TIP_API_KEY", "bench")
-        .env("TIP_ENRICH_CACHE_DIR", cache_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running /usr/bin/time tip-enrich")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("no stdin"))?
-        .write_all(ips.join("\n").as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = run_with_stdin(
+        Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(cli)
+            .args([
+                "-q",
+                "--concurrency",
+                "32",
+                "--base-url",
+                &format!("http://{server}"),
+            ])
+            .env("TIP_API_KEY", "bench")
+            .env("TIP_ENRICH_CACHE_DIR", cache_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        &ips.join("\n"),
+        "/usr/bin/time tip-enrich",
+    )?;
     let wall = t.elapsed();
     let rss = String::from_utf8_lossy(&out.stderr)
         .lines()
