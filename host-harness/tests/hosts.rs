@@ -1,0 +1,618 @@
+//! The component in hosts that are not ours, each run as a subprocess against a
+//! loopback server that answers from the bundled recordings: the stock wasmtime
+//! CLI (`run --invoke` and `serve`), jco on Node (`hosts/node/enrich.mjs`) and
+//! wasmtime-py (`hosts/python/enrich_playbook.py`).
+//!
+//! The tools are installed by `bash hosts/setup.sh` into `$TIP_HOSTS_DIR`
+//! (default `~/.cache/tip-enrich/hosts`); when they are missing these tests
+//! fail and say so. Each test checks the verdict against `tests/expected.toml`,
+//! the requests the server saw (path, `x-api-key`, count), an `unauthorized`
+//! answer whose body echoes the key, an invalid address, and that the key never
+//! shows in the host's output.
+
+mod common;
+#[path = "../../tests/support/expect.rs"]
+mod expect;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Action, Seen, Server};
+use expect::{Expectation, Failure, Observed};
+use host_harness::BUNDLED_RECORDINGS;
+use host_harness::recordings::RecordingSet;
+use host_harness::runtime::{COMPONENT_PATH, SERVICE_COMPONENT_PATH};
+use serde_json::Value;
+
+/// A fake key: it must reach the server and never the host's output.
+const KEY: &str = "hosts-fake-key-5f3a9c1e";
+/// Longest a host subprocess may run (compiling the component included).
+const BUDGET: Duration = Duration::from_secs(180);
+/// Where the recordings were made; the loopback server stands in for it.
+const TIP: &str = "https://tip.kaspersky.com";
+
+/// A verdict with APT reports, a 401, a 429 retried twice, a 500 retried twice.
+const RED: &str = "tip-red-apt-45.9.148.108";
+const UNAUTHORIZED: &str = "tip-401-5.5.5.5";
+const RATE_LIMITED: &str = "tip-429-9.9.9.9";
+const UPSTREAM: &str = "tip-500-11.11.11.11";
+/// Answered 401 with the key echoed in the body, which must not reach the output.
+const ECHO_IP: &str = "6.6.6.7";
+const INVALID: &str = "not-an-ip";
+/// Reserved: answered by the component without a request.
+const RESERVED: &str = "10.0.0.1";
+
+// ---- the installed tools ----
+
+fn hosts_dir() -> PathBuf {
+    match std::env::var_os("TIP_HOSTS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            Path::new(&home).join(".cache/tip-enrich/hosts")
+        }
+    }
+}
+
+/// A path inside the hosts directory that must exist.
+fn installed(rel: &str) -> PathBuf {
+    let path = hosts_dir().join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: install the independent hosts with `bash hosts/setup.sh` \
+         (TIP_HOSTS_DIR chooses another directory)",
+        path.display()
+    );
+    path
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A command with a clean environment: no TIP_* of the caller leaks in.
+fn command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for var in ["PATH", "HOME", "LANG", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+// ---- subprocesses, bounded and killed on drop ----
+
+/// A running subprocess whose output is collected by threads; killed on drop.
+struct Running {
+    child: Child,
+    what: String,
+    out: Arc<Mutex<Vec<u8>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, what: &str) -> Running {
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let (out, err) = (Arc::default(), Arc::default());
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), Arc::clone(&out)),
+            collect(child.stderr.take().unwrap(), Arc::clone(&err)),
+        ];
+        Running {
+            child,
+            what: what.to_owned(),
+            out,
+            err,
+            readers,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the exit within `BUDGET`, then for the output to be read.
+    fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + BUDGET;
+        let status = loop {
+            if let Some(status) = self.exited() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "{} ran longer than {BUDGET:?}; stderr:\n{}",
+                    self.what,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Finished {
+            what: self.what.clone(),
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Finished {
+    what: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn run(cmd: Command, what: &str) -> Finished {
+        Running::spawn(cmd, what).finish()
+    }
+
+    /// Fails unless the process exited with `code`.
+    fn expect_code(self, code: i32) -> Finished {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "{} exit status; stdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn assert_no_key(&self) {
+        assert_no_key(&self.what, &self.stdout, &self.stderr);
+    }
+
+    /// stdout as JSON Lines.
+    fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", self.what))
+            })
+            .collect()
+    }
+}
+
+fn assert_no_key(what: &str, stdout: &str, stderr: &str) {
+    assert!(!stdout.contains(KEY), "{what} printed the key:\n{stdout}");
+    assert!(!stderr.contains(KEY), "{what} logged the key:\n{stderr}");
+}
+
+// ---- the loopback API ----
+
+/// The recorded TIP answers, served at the paths the recordings were made on;
+/// `ECHO_IP` gets a 401 that quotes the key.
+fn recorded_api() -> Server {
+    let set = RecordingSet::load(Path::new(BUNDLED_RECORDINGS)).expect("load the recordings");
+    Server::start(move |seen| {
+        if seen.target.starts_with(&format!("/api/ip/{ECHO_IP}?")) {
+            let body = format!(r#"{{"error":"invalid API key {KEY}"}}"#);
+            return Action::json(401, &body);
+        }
+        match set.find(&seen.method, &format!("{TIP}{}", seen.target)) {
+            Some(r) => Action::Respond {
+                status: r.status,
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+            },
+            None => Action::json(418, r#"{"error":"no recording for this request"}"#),
+        }
+    })
+}
+
+fn expectation(name: &str) -> Expectation {
+    expect::load()
+        .into_iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("tests/expected.toml has no {name}"))
+}
+
+/// The request target of a recording's request (path and query).
+fn recorded_target(name: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(format!("tests/recordings/{name}.toml")))
+        .expect("read the recording");
+    let file: host_harness::recordings::RecordingFile = toml::from_str(&text).unwrap();
+    file.request
+        .url
+        .strip_prefix(TIP)
+        .expect("a TIP recording")
+        .to_owned()
+}
+
+/// The requests the server saw for `ip`.
+fn requests_for<'a>(seen: &'a [Seen], ip: &str) -> Vec<&'a Seen> {
+    let prefix = format!("/api/ip/{ip}?");
+    seen.iter()
+        .filter(|s| s.target.starts_with(&prefix))
+        .collect()
+}
+
+/// The server saw exactly the recording's request, as many times as expected,
+/// each a GET with the key in `x-api-key`.
+fn assert_requested(seen: &[Seen], name: &str) {
+    let e = expectation(name);
+    let want = usize::try_from(
+        e.table
+            .get("requests")
+            .and_then(|v| v.as_integer())
+            .unwrap_or(1),
+    )
+    .unwrap();
+    let target = recorded_target(name);
+    let got = requests_for(seen, e.ip());
+    assert_eq!(got.len(), want, "{name}: requests seen: {seen:?}");
+    for s in got {
+        assert_eq!(s.method, "GET", "{name}");
+        assert_eq!(s.target, target, "{name}: request target");
+        assert_eq!(s.header("x-api-key"), Some(KEY), "{name}: x-api-key");
+    }
+}
+
+// ---- lines with the fields of a CLI line (jco, wasmtime-py, the service) ----
+
+fn observed(line: &Value) -> Result<Observed, Failure> {
+    let s = |key: &str| line.get(key).and_then(Value::as_str).map(str::to_owned);
+    let u = |key: &str| line.get(key).and_then(Value::as_u64);
+    let b = |key: &str| line.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let strs = |key: &str| -> Vec<String> {
+        line.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(e) = line.get("error") {
+        let field = |key: &str| e.get(key).and_then(Value::as_u64);
+        return Err(Failure {
+            kind: e["kind"].as_str().unwrap_or_default().to_owned(),
+            message: e["message"].as_str().unwrap_or_default().to_owned(),
+            retry_after_secs: field("retry_after_secs").map(|v| v as u32),
+            status: field("status").map(|v| v as u16),
+        });
+    }
+    Ok(Observed {
+        ip: s("ip").unwrap_or_default(),
+        zone: s("zone").unwrap_or_default(),
+        threat_score: u("threat_score").map(|v| v as u8),
+        verdict: s("verdict").unwrap_or_default(),
+        has_apt: b("has_apt"),
+        report_ids: strs("related_report_ids"),
+        suspicious: b("suspicious"),
+        found: b("found"),
+        status: s("status"),
+        country_code: s("country_code"),
+        categories: strs("categories"),
+        first_seen: s("first_seen"),
+        day_requests: u("day_requests"),
+        day_quota: u("day_quota"),
+        has_quota: u("day_requests").is_some() || u("day_quota").is_some(),
+        source: s("source").unwrap_or_default(),
+        ..Observed::default()
+    })
+}
+
+fn error_kind(line: &Value) -> &str {
+    line["error"]["kind"].as_str().unwrap_or("(not an error)")
+}
+
+/// The addresses the JSON-line hosts get, in order, and what each line must be.
+fn json_host_inputs() -> Vec<String> {
+    let mut ips: Vec<String> = [RED, UNAUTHORIZED, RATE_LIMITED, UPSTREAM]
+        .iter()
+        .map(|name| expectation(name).ip().to_owned())
+        .collect();
+    ips.extend([ECHO_IP, INVALID, RESERVED].map(str::to_owned));
+    ips
+}
+
+/// Checks the lines of a host that printed one JSON line per `json_host_inputs()`
+/// address, against the expectations and against the CLI's line for the
+/// same answer.
+fn check_json_host(host: Finished, server: &Server) {
+    let host = host.expect_code(1); // some lines are errors
+    host.assert_no_key();
+    let lines = host.lines();
+    let inputs = json_host_inputs();
+    assert_eq!(
+        lines.len(),
+        inputs.len(),
+        "{}: stdout:\n{}\nstderr:\n{}",
+        host.what,
+        host.stdout,
+        host.stderr
+    );
+    for (name, line) in [RED, UNAUTHORIZED, RATE_LIMITED, UPSTREAM]
+        .iter()
+        .zip(&lines)
+    {
+        expect::check(&expectation(name), observed(line));
+    }
+    assert_eq!(
+        lines[0],
+        cli_line(&inputs[0]),
+        "{}: same as the CLI",
+        host.what
+    );
+    assert_eq!(error_kind(&lines[4]), "unauthorized", "{}", host.what);
+    assert_eq!(error_kind(&lines[5]), "invalid-ip", "{}", host.what);
+    assert_eq!(lines[5]["ip"], INVALID);
+    assert_eq!(lines[6], cli_line(RESERVED), "{}", host.what);
+    assert_eq!(lines[6]["source"], "local");
+
+    let seen = server.seen();
+    for name in [RED, UNAUTHORIZED, RATE_LIMITED, UPSTREAM] {
+        assert_requested(&seen, name);
+    }
+    assert_eq!(requests_for(&seen, ECHO_IP).len(), 1);
+    assert!(
+        requests_for(&seen, RESERVED).is_empty(),
+        "reserved is local"
+    );
+    assert!(
+        !seen.iter().any(|s| s.target.contains(INVALID)),
+        "nothing is sent for an invalid address"
+    );
+}
+
+/// What our own CLI prints for `ip` (against a server of its own).
+fn cli_line(ip: &str) -> Value {
+    let server = recorded_api();
+    let mut cmd = command(Path::new(env!("CARGO_BIN_EXE_tip-enrich")));
+    cmd.env("TIP_API_KEY", KEY)
+        .args(["--quiet", "--base-url", &server.url(), ip]);
+    let done = Finished::run(cmd, "tip-enrich").expect_code(0);
+    let mut lines = done.lines();
+    assert_eq!(lines.len(), 1);
+    lines.remove(0)
+}
+
+// ---- 1. the stock wasmtime CLI ----
+
+/// `wasmtime run -S http --env … --invoke 'enrich("…")'`, printing WAVE.
+fn wasmtime_invoke(server: &Server, call: &str) -> Finished {
+    let mut cmd = command(&installed("bin/wasmtime"));
+    cmd.env("TIP_API_KEY", KEY)
+        .args(["run", "-S", "http", "--env", "TIP_API_KEY"])
+        .arg("--env")
+        .arg(format!("TIP_BASE_URL={}", server.url()))
+        .args(["--invoke", call, COMPONENT_PATH]);
+    let done = Finished::run(cmd, &format!("wasmtime run --invoke '{call}'")).expect_code(0);
+    done.assert_no_key();
+    done
+}
+
+#[test]
+fn wasmtime_cli_run_invokes_enrich() {
+    let server = recorded_api();
+    let e = expectation(RED);
+
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{}\")", e.ip())).stdout;
+    let want = |field: String| assert!(out.contains(&field), "lacks {field}: {out}");
+    want(format!(
+        "ok({{ip: \"{}\", zone: {}",
+        e.ip(),
+        e.str("zone").unwrap()
+    ));
+    want(format!(
+        "threat-score: some({})",
+        e.table["threat_score"].as_integer().unwrap()
+    ));
+    want(format!("has-apt: {}", e.bool("has_apt").unwrap()));
+    want(format!("verdict: {}", e.str("verdict").unwrap()));
+    let ids: Vec<&str> = out
+        .split("{id: \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let want_ids: Vec<&str> = e.table["report_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ids, want_ids, "report ids in {out}");
+
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{ECHO_IP}\")")).stdout;
+    assert!(out.starts_with("err(unauthorized("), "{out}");
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{INVALID}\")")).stdout;
+    assert!(out.starts_with("err(invalid-ip("), "{out}");
+
+    let seen = server.seen();
+    assert_requested(&seen, RED);
+    assert_eq!(requests_for(&seen, ECHO_IP).len(), 1);
+    assert_eq!(
+        seen.len(),
+        2,
+        "nothing sent for the invalid address: {seen:?}"
+    );
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over HTTP/1.0 (so the body ends at close): status and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, body.to_owned())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+#[test]
+fn wasmtime_cli_serves_the_service_world() {
+    let server = recorded_api();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = command(&installed("bin/wasmtime"));
+    // The key from the environment (the service's fallback), the base URL
+    // through wasi:config.
+    cmd.env("TIP_API_KEY", KEY)
+        .args(["serve", "-S", "cli", "-S", "http", "-S", "config"])
+        .arg("-S")
+        .arg(format!("config-var=tip_base_url={}", server.url()))
+        .args(["--env", "TIP_API_KEY", "--addr", &addr])
+        .arg(SERVICE_COMPONENT_PATH);
+    let mut serve = Running::spawn(cmd, "wasmtime serve");
+
+    let deadline = Instant::now() + BUDGET;
+    while TcpStream::connect(&addr).is_err() {
+        if let Some(status) = serve.exited() {
+            panic!("wasmtime serve exited ({status}):\n{}", serve.stderr());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wasmtime serve did not listen on {addr} within {BUDGET:?}:\n{}",
+            serve.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["status"], "ok", "{body}");
+
+    let e = expectation(RED);
+    let (status, body) = http_get(&addr, &format!("/v1/ip/{}", e.ip()));
+    assert_eq!(status, 200, "{body}");
+    expect::check(&e, observed(&json(&body)));
+
+    let (status, body) = http_get(&addr, &format!("/v1/ip/{ECHO_IP}"));
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(error_kind(&json(&body)), "unauthorized", "{body}");
+    assert!(!body.contains(KEY), "the key in a response: {body}");
+
+    let (status, body) = http_get(&addr, &format!("/v1/ip/{INVALID}"));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_kind(&json(&body)), "invalid-ip", "{body}");
+
+    let seen = server.seen();
+    assert_requested(&seen, RED);
+    assert_eq!(requests_for(&seen, ECHO_IP).len(), 1);
+    assert_eq!(
+        seen.len(),
+        2,
+        "nothing sent for the invalid address: {seen:?}"
+    );
+
+    let (stdout, stderr) = (serve.stdout(), serve.stderr());
+    drop(serve);
+    assert_no_key("wasmtime serve", &stdout, &stderr);
+}
+
+// ---- 2. jco on Node ----
+
+#[test]
+fn jco_on_node_calls_enrich() {
+    let node_dir = installed("node/node_modules/@bytecodealliance/jco")
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    // Inside the installed package, so the transpiled code finds preview2-shim.
+    let work = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&node_dir)
+        .unwrap();
+    std::fs::copy(
+        repo().join("hosts/node/enrich.mjs"),
+        work.path().join("enrich.mjs"),
+    )
+    .unwrap();
+    let mut jco = command(&node_dir.join("node_modules/.bin/jco"));
+    // `--name`: the module enrich.mjs imports, whatever the file is called.
+    jco.args(["transpile", COMPONENT_PATH, "--name", "tip_enrich", "-o"])
+        .arg(work.path().join("component"));
+    Finished::run(jco, "jco transpile").expect_code(0);
+
+    let server = recorded_api();
+    let mut node = command(Path::new("node"));
+    node.current_dir(work.path())
+        .env("TIP_API_KEY", KEY)
+        .env("TIP_BASE_URL", server.url())
+        .arg("enrich.mjs")
+        .args(json_host_inputs());
+    check_json_host(Finished::run(node, "node enrich.mjs"), &server);
+}
+
+// ---- 3. wasmtime-py ----
+
+#[test]
+fn wasmtime_py_playbook_calls_enrich() {
+    let server = recorded_api();
+    let mut python = command(&installed("venv/bin/python"));
+    python
+        .env("TIP_API_KEY", KEY)
+        .env("TIP_BASE_URL", server.url())
+        .env("TIP_ENRICH_WASM", COMPONENT_PATH)
+        .arg(repo().join("hosts/python/enrich_playbook.py"))
+        .args(json_host_inputs());
+    check_json_host(Finished::run(python, "python enrich_playbook.py"), &server);
+}

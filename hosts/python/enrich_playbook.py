@@ -1,0 +1,105 @@
+"""Enrich an IP address with the tip-enrich WebAssembly component, from Python.
+
+Paste `enrich_ip` (with its imports and the helpers below it) into a Python
+SOAR playbook: a Cortex XSOAR automation, a Splunk SOAR custom function. It
+needs only `pip install wasmtime==50.0.1` and the file `tip_enrich.wasm`.
+
+    result = enrich_ip("45.9.148.108", api_key=demisto.params()["api_key"])
+    if "error" in result:          # {"ip", "error": {"kind", "message", ...}}
+        ...                        # kind: unauthorized, rate-limited, invalid-ip, ...
+    elif result["verdict"] == "malicious":
+        ...
+
+The result has the fields of a `tip-enrich` CLI line (see the README). Run as
+a script, it prints one JSON line per address, with TIP_API_KEY and the other
+TIP_* settings taken from the environment:
+
+    TIP_API_KEY=... python enrich_playbook.py 45.9.148.108
+"""
+
+import functools
+import json
+import os
+import sys
+
+from wasmtime import Engine, Store, WasiConfig
+from wasmtime.component import Component, Linker, Variant
+
+WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich.wasm")
+INTERFACE = "tip:enrich/enrich-ip@0.3.0"
+
+
+@functools.lru_cache(maxsize=None)
+def _load(wasm_path):
+    # Compiling takes a few hundred ms: do it once per process.
+    engine = Engine()
+    linker = Linker(engine)
+    linker.add_wasip2()
+    linker.add_wasi_http()  # outgoing HTTP(S) straight from the component
+    return engine, linker, Component.from_file(engine, wasm_path)
+
+
+def enrich_ip(ip, api_key, base_url=None, api="tip", timeout_ms=None, wasm_path=WASM):
+    """Verdict on one IP address as a dict, or {"ip", "error": {...}}."""
+    engine, linker, component = _load(wasm_path)
+    env = {"TIP_API_KEY": api_key, "TIP_API": api}
+    if base_url:
+        env["TIP_BASE_URL"] = base_url
+    if timeout_ms:
+        env["TIP_TIMEOUT_MS"] = str(timeout_ms)
+    wasi = WasiConfig()
+    wasi.env = list(env.items())  # the component's only view of the settings
+    store = Store(engine)
+    store.set_wasi(wasi)
+    store.set_wasi_http()
+    instance = linker.instantiate(store, component)
+    iface = instance.get_export_index(store, INTERFACE)
+    enrich = instance.get_func(store, instance.get_export_index(store, "enrich", iface))
+    result = enrich(store, ip)  # result<verdict, enrich-error>
+    enrich.post_return(store)
+    # wasmtime-py returns the ok value (a Record) as is, and the err value as
+    # it is: the enrich-error Variant. A trap raises WasmtimeError instead.
+    if isinstance(result, Variant):
+        return {"ip": ip, "error": _error(result)}
+    return _verdict(result)
+
+
+def _error(e):
+    if isinstance(e.payload, str):
+        return {"kind": e.tag, "message": e.payload}
+    error = {"kind": e.tag, "message": e.payload.message}  # rate-limited, upstream
+    if e.tag == "rate-limited":
+        error["retry_after_secs"] = getattr(e.payload, "retry-after-secs")
+    if e.tag == "upstream":
+        error["status"] = e.payload.status
+    return error
+
+
+def _verdict(v):
+    f = {k.replace("-", "_"): val for k, val in vars(v).items()}  # WIT names are kebab-case
+    reports = [{"id": r.id, "title": r.title} for r in f.pop("related_reports")]
+    quota = f.pop("quota")
+    f.update(
+        related_report_ids=[r["id"] for r in reports],
+        related_reports=reports,
+        day_requests=getattr(quota, "day-requests", None),
+        day_quota=getattr(quota, "day-quota", None),
+    )
+    if f["reserved_block"] is None:
+        del f["reserved_block"]
+    return f
+
+
+if __name__ == "__main__":
+    failed = False
+    for arg in sys.argv[1:]:
+        line = enrich_ip(
+            arg,
+            api_key=os.environ.get("TIP_API_KEY", ""),
+            base_url=os.environ.get("TIP_BASE_URL"),
+            api=os.environ.get("TIP_API", "tip"),
+            timeout_ms=os.environ.get("TIP_TIMEOUT_MS"),
+        )
+        failed = failed or "error" in line
+        print(json.dumps(line))
+    sys.exit(1 if failed else 0)
