@@ -7,6 +7,9 @@ use crate::ip::IpError;
 /// Longest excerpt of an error body quoted in a message.
 const EXCERPT_CHARS: usize = 120;
 
+/// Longest host error detail quoted in a message.
+const DETAIL_CHARS: usize = 160;
+
 /// Everything that can go wrong in one lookup.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -190,6 +193,24 @@ pub fn excerpt(body: &[u8]) -> String {
     out
 }
 
+/// A host's error text (`wasi:io/error.to-debug-string`) fit for a message:
+/// the error and its causes without the host's backtrace (wasmtime appends
+/// one when `RUST_BACKTRACE` is set), on one line, at most [`DETAIL_CHARS`]
+/// characters plus an ellipsis. Cuts on characters, never inside one.
+pub fn host_detail(debug: &str) -> String {
+    let text = debug.split("Stack backtrace:").next().unwrap_or_default();
+    let mut words = text
+        .split_whitespace()
+        .flat_map(|word| std::iter::once(' ').chain(word.chars().collect::<Vec<_>>()))
+        .skip(1)
+        .filter(|c| !c.is_control());
+    let mut out: String = words.by_ref().take(DETAIL_CHARS).collect();
+    if words.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn title_of<'a>(text: &'a str, lower: &str) -> Option<&'a str> {
     let open = lower.find("<title")?;
     let start = open + lower.get(open..)?.find('>')? + 1;
@@ -299,6 +320,36 @@ mod tests {
                 .count(),
             EXCERPT_CHARS
         );
+    }
+
+    #[test]
+    fn host_detail_cuts_on_a_char_boundary() {
+        // The body-stream error detail was cut with `String::truncate(160)`,
+        // which panics (a trap: the component aborts on panic) when byte 160
+        // falls inside a character, e.g. in a backtrace path under /home/josé.
+        let head = "hyper error: error reading a body from connection\n\nStack backtrace:\n   0: capture\n             at /home/";
+        let user = format!("{}jos", "x".repeat(159 - head.len() - 3));
+        let debug = format!("{head}{user}é/.cargo/registry/src/lib.rs:24:9");
+        assert!(!debug.is_char_boundary(160));
+        assert_eq!(
+            host_detail(&debug),
+            "hyper error: error reading a body from connection"
+        );
+        let long = format!("{}é{}", "a".repeat(159), "ü".repeat(300));
+        assert!(!long.is_char_boundary(160));
+        let detail = host_detail(&long);
+        assert_eq!(detail.chars().count(), DETAIL_CHARS + 1);
+        assert!(detail.ends_with("aé…"), "{detail}");
+    }
+
+    #[test]
+    fn host_detail_drops_the_backtrace_and_keeps_one_line() {
+        let debug = "hyper error: error reading a body from connection\n\nCaused by:\n    0: connection reset\n\nStack backtrace:\n   0: wasmtime_internal_core::error::backtrace::capture\n             at /root/.cargo/registry/src/x.rs:24:9\n";
+        assert_eq!(
+            host_detail(debug),
+            "hyper error: error reading a body from connection Caused by: 0: connection reset"
+        );
+        assert_eq!(host_detail("timeout\r\n"), "timeout");
     }
 
     #[test]

@@ -254,8 +254,7 @@ impl InFlight {
                         // stream as a plain I/O error, not an `error-code`: its
                         // text is all there is to tell a timeout from a failure.
                         None => {
-                            let mut detail = err.to_debug_string();
-                            detail.truncate(160);
+                            let detail = crate::error::host_detail(&err.to_debug_string());
                             if detail.to_ascii_lowercase().contains("timeout") {
                                 Error::Timeout(format!(
                                     "{} stopped sending the answer ({detail})",
