@@ -1,5 +1,5 @@
-//! Builds the tip-enrich component (wasm32-wasip2, profile `component`) so the harness and
-//! its tests always run the component of the same checkout, with no manual
+//! Builds the guest components (wasm32-wasip2, profile `component`) so the harness and
+//! its tests always run the components of the same checkout, with no manual
 //! step. Modelled on wasmtime's `crates/test-programs/artifacts/build.rs`.
 //!
 //! The guest gets its own target directory beside the host's (`<target>/guest`)
@@ -7,7 +7,7 @@
 //! shared by debug, release and clippy builds of the host.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -31,6 +31,7 @@ fn main() {
     // then watch the first checkout's files.
     for path in [
         "../src",
+        "../service",
         "../wit",
         "../Cargo.toml",
         "../Cargo.lock",
@@ -44,9 +45,37 @@ fn main() {
         println!("cargo:rerun-if-env-changed=CARGO_PROFILE_COMPONENT_{knob}");
     }
 
+    // One nested cargo per guest: building them in one invocation would unify
+    // features, and the service must link the core without the `enricher` export.
+    for guest in GUESTS {
+        let wasm = build_guest(&root, &target_dir, guest.package);
+        println!("cargo:rustc-env={}={}", guest.env, wasm.display());
+    }
+}
+
+/// A guest component the harness embeds.
+struct Guest {
+    /// Its cargo package.
+    package: &'static str,
+    /// The environment variable (at compile time) that holds its path.
+    env: &'static str,
+}
+
+const GUESTS: &[Guest] = &[
+    Guest {
+        package: "tip-enrich",
+        env: "TIP_ENRICH_COMPONENT_PATH",
+    },
+    Guest {
+        package: "tip-enrich-service",
+        env: "TIP_ENRICH_SERVICE_COMPONENT_PATH",
+    },
+];
+
+fn build_guest(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .args([
             "build",
             "--profile",
@@ -55,10 +84,10 @@ fn main() {
             "--target",
             "wasm32-wasip2",
             "-p",
-            "tip-enrich",
+            package,
             "--target-dir",
         ])
-        .arg(&target_dir);
+        .arg(target_dir);
     // Flags meant for the host build (coverage, clippy, sanitizers) must not leak into the guest.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -73,17 +102,22 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the component");
+    let status = cmd
+        .status()
+        .expect("running cargo to build a guest component");
     if !status.success() {
         panic!(
-            "building the tip-enrich component failed ({status}); is the target installed? \
+            "building the {package} component failed ({status}); is the target installed? \
              run: rustup target add wasm32-wasip2"
         );
     }
-    let wasm = target_dir.join("wasm32-wasip2/component/tip_enrich.wasm");
+    let wasm = target_dir
+        .join("wasm32-wasip2/component")
+        .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "component not found at {}", wasm.display());
-    println!(
-        "cargo:rustc-env=TIP_ENRICH_COMPONENT_PATH={}",
-        wasm.display()
-    );
+    // A copy per guest: a later guest that depends on the core (the service)
+    // re-links the core's cdylib over `tip_enrich.wasm` without its exports.
+    let kept = target_dir.join(format!("{package}.wasm"));
+    std::fs::copy(&wasm, &kept).expect("copying a guest component");
+    kept
 }

@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod ip;
+pub mod json;
 pub(crate) mod lenient;
 pub mod request;
 pub mod response;
@@ -34,11 +35,11 @@ pub mod schedule;
 pub mod transport;
 pub mod verdict;
 #[cfg(target_arch = "wasm32")]
-mod wasi_http;
+pub mod wasi_http;
 
 pub use lenient::{parse_status, parse_zone};
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "enricher"))]
 mod component {
     use std::cell::RefCell;
 

@@ -107,17 +107,11 @@ fn observe_report(r: &Report) -> Observed {
 
 fn failure(e: EnrichError) -> Failure {
     let kind = tip_enrich::error::kind(&e).to_owned();
-    let (message, retry_after_secs, status) = match e {
-        EnrichError::RateLimited(r) => (r.message, r.retry_after_secs, None),
-        EnrichError::Upstream(u) => (u.message, None, Some(u.status)),
-        EnrichError::InvalidIp(m)
-        | EnrichError::BadRequest(m)
-        | EnrichError::Unauthorized(m)
-        | EnrichError::QuotaExceeded(m)
-        | EnrichError::Timeout(m)
-        | EnrichError::Transport(m)
-        | EnrichError::MalformedResponse(m)
-        | EnrichError::Config(m) => (m, None, None),
+    let message = tip_enrich::json::error_message(&e).to_owned();
+    let (retry_after_secs, status) = match &e {
+        EnrichError::RateLimited(r) => (r.retry_after_secs, None),
+        EnrichError::Upstream(u) => (None, Some(u.status)),
+        _ => (None, None),
     };
     Failure {
         kind,

@@ -10,6 +10,7 @@ pub mod egress;
 pub mod output;
 pub mod recordings;
 pub mod runtime;
+pub mod serve;
 
 /// Directory of the bundled recordings (the README's demo).
 pub const BUNDLED_RECORDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/recordings");

@@ -5,19 +5,24 @@
 //! configuration errors.
 
 use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
-use host_harness::output::{error_json, report_json, trap_json, verdict_json};
+use host_harness::output::{
+    ecs_error_json, ecs_verdict_json, error_json, report_json, trap_json, verdict_json,
+};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
-    ApiFlavour, AuthScheme, EnrichError, InstanceOptions, Runner, Runtime, Settings, empty_settings,
+    ApiFlavour, AuthScheme, EnrichError, InstanceOptions, Runner, Runtime, Settings, Verdict,
+    empty_settings,
 };
+use host_harness::serve::{SERVICE_COMPONENT, ServeOptions, Service};
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -41,6 +46,42 @@ enum Auth {
     Basic,
 }
 
+/// Shape of each output line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The verdict's own fields (README, "Output").
+    Native,
+    /// Elastic Common Schema threat-enrichment fields (README, "ECS").
+    Ecs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP service world (GET /v1/ip/{ip}, POST /v1/ip, GET /healthz)
+    /// with the same egress rules as a lookup: only the base URL's host, or the
+    /// recordings with --replay.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Run this build of the service component instead of the bundled one.
+    #[arg(long, value_name = "PATH")]
+    service_component: Option<PathBuf>,
+
+    /// Limit of one request on its instance (epoch deadline), in ms.
+    #[arg(long, value_name = "N", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    request_budget_ms: u64,
+
+    /// Requests handled at once; more wait for a slot.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_in_flight: usize,
+}
+
 /// Enrich IP addresses with Kaspersky Threat Intelligence Portal verdicts.
 ///
 /// The API key comes from the TIP_API_KEY environment variable or
@@ -49,85 +90,97 @@ enum Auth {
 #[derive(Debug, Parser)]
 #[command(name = "tip-enrich", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Addresses to enrich; with none, read from stdin, one per line (blank
     /// lines and lines starting with # are skipped).
     #[arg(value_name = "IP")]
     ips: Vec<String>,
 
     /// API flavour.
-    #[arg(long, value_enum, default_value = "tip")]
+    #[arg(long, global = true, value_enum, default_value = "tip")]
     api: Api,
 
     /// Base URL (default: https://tip.kaspersky.com or https://opentip.kaspersky.com).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL")]
     base_url: Option<String>,
 
     /// How the key is sent.
-    #[arg(long, value_enum, default_value = "x-api-key")]
+    #[arg(long, global = true, value_enum, default_value = "x-api-key")]
     auth: Auth,
 
     /// Read the key (user:password for basic) from this file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     api_key_file: Option<PathBuf>,
 
     /// Answer from the recordings in DIR; unrecorded requests are denied.
-    #[arg(long, value_name = "DIR", conflicts_with = "record")]
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "record")]
     replay: Option<PathBuf>,
 
     /// Query the live API and write each exchange to DIR (credentials redacted).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     record: Option<PathBuf>,
 
     /// Limit of each request, end to end (headers and whole body), in ms.
-    #[arg(long, value_name = "N", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, value_name = "N", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..))]
     timeout_ms: u32,
 
     /// Run this build of the component instead of the bundled one.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
 
     /// Print the full report (every section, typed, plus the raw JSON) instead of the verdict.
-    #[arg(long)]
+    #[arg(long, global = true)]
     full: bool,
 
     /// Sections to request, comma separated (default: the verdict's three; every section with --full).
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, global = true, value_name = "LIST", value_delimiter = ',')]
     sections: Option<Vec<String>>,
 
     /// Records per list section (TIP).
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     count: Option<u32>,
 
     /// Query the API for reserved addresses too, instead of answering them locally.
-    #[arg(long)]
+    #[arg(long, global = true)]
     query_reserved: bool,
 
     /// Largest response body accepted, in bytes.
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     max_body_bytes: Option<u32>,
 
     /// Linear-memory cap of the component, in MiB.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 256)]
     max_memory_mb: usize,
 
     /// Requests in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     concurrency: u32,
 
     /// Limit of one lookup with all its retries, in ms.
-    #[arg(long, value_name = "N", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, value_name = "N", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(1..))]
     deadline_ms: u32,
 
     /// Retries of a 429, a 5xx, or a failure before any response byte.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 2)]
     retries: u32,
 
     /// How long an answer stays cached for the rest of the run, in seconds (0: no cache).
-    #[arg(long, value_name = "N", default_value_t = 600)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 600)]
     cache_ttl_secs: u32,
 
+    /// Output shape: native JSON or Elastic Common Schema (`threat.enrichments[]`).
+    #[arg(long, value_enum, default_value = "native", conflicts_with = "full")]
+    format: Format,
+
+    /// With --format ecs: the event field the addresses came from, written as
+    /// `threat.enrichments[].matched.field` (e.g. source.ip).
+    #[arg(long, value_name = "FIELD")]
+    ecs_matched_field: Option<String>,
+
     /// No progress bar and no end-of-run summary on stderr.
-    #[arg(long, short)]
+    #[arg(long, global = true, short, global = true)]
     quiet: bool,
 }
 
@@ -266,14 +319,19 @@ impl Tally {
     }
 
     /// Remembers the highest day-requests count seen (answers may arrive out of order).
-    fn quota(&mut self, line: &serde_json::Value) {
-        if let (Some(used), Some(quota)) =
-            (line["day_requests"].as_u64(), line["day_quota"].as_u64())
+    fn quota(&mut self, reported: Option<(u64, u64)>) {
+        if let Some((used, quota)) = reported
             && self.quota.is_none_or(|(u, _)| used >= u)
         {
             self.quota = Some((used, quota));
         }
     }
+}
+
+/// (requests today, daily quota) when the answer carried both.
+fn quota_of(v: &Verdict) -> Option<(u64, u64)> {
+    let q = v.quota.as_ref()?;
+    Some((q.day_requests?, q.day_quota?))
 }
 
 /// A progress bar on stderr when it is a terminal and not `--quiet`.
@@ -290,7 +348,122 @@ fn progress(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The settings as `wasi:config/store` pairs for the service component.
+fn config_pairs(settings: &Settings) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            pairs.push((key.to_owned(), value));
+        }
+    };
+    put(
+        "tip_api",
+        settings.api.map(|a| match a {
+            ApiFlavour::Tip => "tip".to_owned(),
+            ApiFlavour::Opentip => "opentip".to_owned(),
+        }),
+    );
+    put("tip_base_url", settings.base_url.clone());
+    put(
+        "tip_auth",
+        settings.auth.map(|a| match a {
+            AuthScheme::XApiKey => "x-api-key".to_owned(),
+            AuthScheme::Bearer => "bearer".to_owned(),
+            AuthScheme::Basic => "basic".to_owned(),
+        }),
+    );
+    put("tip_api_key", settings.api_key.clone());
+    put(
+        "tip_timeout_ms",
+        settings.total_timeout_ms.map(|v| v.to_string()),
+    );
+    put(
+        "tip_sections",
+        settings.sections.as_ref().map(|s| s.join(",")),
+    );
+    put("tip_count", settings.count.map(|v| v.to_string()));
+    put(
+        "tip_query_reserved",
+        settings.query_reserved.map(|v| v.to_string()),
+    );
+    put(
+        "tip_max_body_bytes",
+        settings.max_body_bytes.map(|v| v.to_string()),
+    );
+    put(
+        "tip_concurrency",
+        settings.concurrency.map(|v| v.to_string()),
+    );
+    put(
+        "tip_deadline_ms",
+        settings.deadline_ms.map(|v| v.to_string()),
+    );
+    put("tip_retries", settings.retries.map(|v| v.to_string()));
+    put(
+        "tip_cache_ttl_secs",
+        settings.cache_ttl_secs.map(|v| v.to_string()),
+    );
+    pairs
+}
+
+fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    let key = read_key(cli)?;
+    let (egress, key) = egress(cli, key)?;
+    let wasm = match &args.service_component {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading --service-component {}", path.display()))?,
+        None => SERVICE_COMPONENT.to_vec(),
+    };
+    let options = ServeOptions {
+        egress,
+        config: config_pairs(&settings(cli, key)),
+        max_memory_bytes: cli.max_memory_mb.saturating_mul(1024 * 1024),
+        request_budget: Duration::from_millis(args.request_budget_ms),
+        max_in_flight: args.max_in_flight,
+        log_requests: !cli.quiet,
+        log: Default::default(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let service = Service::new(&wasm, options)
+            .map_err(anyhow::Error::from)
+            .context("loading the service component")?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "tip-enrich: serving http://{addr} (GET /v1/ip/{{ip}}, POST /v1/ip, GET /healthz)"
+        );
+        host_harness::serve::serve(listener, Arc::new(service), shutdown_signal()).await?;
+        eprintln!("tip-enrich: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(Command::Serve(args)) = &cli.command {
+        return serve(&cli, args);
+    }
     let key = read_key(&cli)?;
     let (egress, key) = egress(&cli, key)?;
     let settings = settings(&cli, key);
@@ -316,6 +489,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut tally = Tally::default();
+    let field = cli.ecs_matched_field.as_deref();
+    // A line, and the quota the answer reported (for the end-of-run summary).
+    let verdict_line = |v: &Verdict| {
+        let line = match cli.format {
+            Format::Native => verdict_json(v),
+            Format::Ecs => ecs_verdict_json(v, field),
+        };
+        (line, quota_of(v))
+    };
     let emit = |out: &mut BufWriter<_>, value: serde_json::Value| -> Result<()> {
         serde_json::to_writer(&mut *out, &value)?;
         out.write_all(b"\n")?;
@@ -327,15 +509,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         if chunk.is_empty() {
             break;
         }
-        // Per input: Ok(Ok(json)) a verdict or report, Ok(Err(e)) an error, Err(trap).
-        type Outcome = Result<Result<serde_json::Value, EnrichError>, String>;
+        // Per input: Ok(Ok(line)) a verdict or report, Ok(Err(e)) an error, Err(trap).
+        type Line = (serde_json::Value, Option<(u64, u64)>);
+        type Outcome = Result<Result<Line, EnrichError>, String>;
         let outcomes: Vec<Outcome> = if cli.full {
             chunk
                 .iter()
                 .map(|ip| {
                     runner
                         .call(|i| i.lookup(ip, &settings, per_lookup))
-                        .map(|r| r.map(|report| report_json(&report)))
+                        .map(|r| r.map(|report| (report_json(&report), quota_of(&report.verdict))))
                         .map_err(|t| t.to_string())
                 })
                 .collect()
@@ -346,7 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
                 Ok(results) if results.len() == chunk.len() => results
                     .into_iter()
-                    .map(|r| Ok(r.map(|v| verdict_json(&v))))
+                    .map(|r| Ok(r.map(|v| verdict_line(&v))))
                     .collect(),
                 // A trap (or a wrong-length answer): retry one by one on fresh
                 // instances so one bad input cannot sink its neighbours.
@@ -355,7 +538,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .map(|ip| {
                         runner
                             .call(|i| i.enrich(ip, &settings, per_lookup))
-                            .map(|r| r.map(|v| verdict_json(&v)))
+                            .map(|r| r.map(|v| verdict_line(&v)))
                             .map_err(|t| t.to_string())
                     })
                     .collect(),
@@ -363,13 +546,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         };
         for (ip, outcome) in chunk.iter().zip(outcomes) {
             let line = match outcome {
-                Ok(Ok(json)) => {
-                    tally.quota(&json);
+                Ok(Ok((json, quota))) => {
+                    tally.quota(quota);
                     json
                 }
                 Ok(Err(e)) => {
                     tally.error(&e);
-                    error_json(ip, &e)
+                    match cli.format {
+                        Format::Native => error_json(ip, &e),
+                        Format::Ecs => ecs_error_json(ip, &e, field),
+                    }
                 }
                 Err(trap) => {
                     tally.errors += 1;

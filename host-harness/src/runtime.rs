@@ -34,6 +34,9 @@ pub const COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_COMPONENT_PATH"));
 /// Path of the bundled component on the build machine.
 pub const COMPONENT_PATH: &str = env!("TIP_ENRICH_COMPONENT_PATH");
 
+/// Where the service component (world `enrich-service`, `service/`) was built.
+pub const SERVICE_COMPONENT_PATH: &str = env!("TIP_ENRICH_SERVICE_COMPONENT_PATH");
+
 /// Where the precompiled form of `wasm` for `engine` is cached:
 /// `$TIP_ENRICH_CACHE_DIR`, else `$XDG_CACHE_HOME/tip-enrich`, else
 /// `$HOME/.cache/tip-enrich`; the name holds a hash of the component and of
@@ -141,13 +144,13 @@ impl WasiHttpView for State {
 }
 
 /// Increments the engine's epoch every [`TICK`] until dropped.
-struct Ticker {
+pub(crate) struct Ticker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Ticker {
-    fn start(engine: Engine) -> Ticker {
+    pub(crate) fn start(engine: Engine) -> Ticker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -180,8 +183,9 @@ pub struct Runtime {
     _ticker: Arc<Ticker>,
 }
 
-/// Per-instance settings.
-#[derive(Debug, Clone)]
+/// Per-instance settings. `Debug` shows the environment's names, not its
+/// values (`TIP_API_KEY` may be one).
+#[derive(Clone)]
 pub struct InstanceOptions {
     /// Egress policy.
     pub egress: Egress,
@@ -191,6 +195,22 @@ pub struct InstanceOptions {
     pub max_memory_bytes: usize,
     /// Log of requests.
     pub log: RequestLog,
+    /// Fuel for the instance's whole life (instantiation included); `None`: not
+    /// metered. Needs an engine with fuel ([`Runtime::fuel_engine`]); running
+    /// out traps with `Trap::OutOfFuel`. For tests of runaway guests.
+    pub fuel: Option<u64>,
+}
+
+impl std::fmt::Debug for InstanceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("InstanceOptions")
+            .field("egress", &self.egress)
+            .field("env", &env)
+            .field("max_memory_bytes", &self.max_memory_bytes)
+            .field("fuel", &self.fuel)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InstanceOptions {
@@ -201,8 +221,47 @@ impl InstanceOptions {
             env: Vec::new(),
             max_memory_bytes: DEFAULT_MAX_MEMORY,
             log: RequestLog::default(),
+            fuel: None,
         }
     }
+}
+
+/// `wasm` compiled for `engine`, through the precompiled cache (see [`cache_path`]).
+pub fn load_component(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
+    load_component_at(engine, wasm, cache_path(engine, wasm).as_deref())
+}
+
+/// [`load_component`] with an explicit cache file (`None`: no cache). Any
+/// cache problem falls back to compiling.
+pub fn load_component_at(
+    engine: &Engine,
+    wasm: &[u8],
+    path: Option<&Path>,
+) -> wasmtime::Result<Component> {
+    let Some(path) = path else {
+        return Component::new(engine, wasm);
+    };
+    if path.is_file() {
+        // SAFETY: the file was written by `precompile_component` of an
+        // engine with the same compatibility hash (it is in the name), in
+        // the user's own cache directory; wasmtime still checks the header.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
+            return Ok(component);
+        }
+    }
+    let compiled = engine.precompile_component(wasm)?;
+    if let Some(dir) = path.parent() {
+        // A name no other writer uses, then an atomic rename: readers see
+        // either no file or a whole one.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+        if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &compiled).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    // SAFETY: these bytes were produced just now by this engine.
+    unsafe { Component::deserialize(engine, &compiled) }
 }
 
 impl Runtime {
@@ -223,6 +282,16 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        Engine::new(&config)
+    }
+
+    /// [`Runtime::engine`] that also meters fuel (see [`InstanceOptions::fuel`]).
+    /// Metering slows every call, so only tests use it.
+    pub fn fuel_engine() -> wasmtime::Result<Engine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
         Engine::new(&config)
     }
 
@@ -247,31 +316,7 @@ impl Runtime {
         wasm: &[u8],
         path: Option<&Path>,
     ) -> wasmtime::Result<Runtime> {
-        let Some(path) = path else {
-            let component = Component::new(&engine, wasm)?;
-            return Runtime::from_component(engine, &component);
-        };
-        if path.is_file() {
-            // SAFETY: the file was written by `precompile_component` of an
-            // engine with the same compatibility hash (it is in the name), in
-            // the user's own cache directory; wasmtime still checks the header.
-            if let Ok(component) = unsafe { Component::deserialize_file(&engine, path) } {
-                return Runtime::from_component(engine, &component);
-            }
-        }
-        let compiled = engine.precompile_component(wasm)?;
-        if let Some(dir) = path.parent() {
-            // A name no other writer uses, then an atomic rename: readers see
-            // either no file or a whole one.
-            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = WRITES.fetch_add(1, Ordering::Relaxed);
-            let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
-            if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &compiled).is_ok() {
-                let _ = std::fs::rename(&tmp, path);
-            }
-        }
-        // SAFETY: these bytes were produced just now by this engine.
-        let component = unsafe { Component::deserialize(&engine, &compiled)? };
+        let component = load_component_at(&engine, wasm, path)?;
         Runtime::from_component(engine, &component)
     }
 
@@ -315,6 +360,9 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(u64::MAX / 2);
         store.epoch_deadline_trap();
+        if let Some(fuel) = options.fuel {
+            store.set_fuel(fuel)?;
+        }
         let enricher = self.pre.instantiate(&mut store)?;
         Ok(Instance { store, enricher })
     }
@@ -326,7 +374,8 @@ pub struct Instance {
     enricher: bindings::Enricher,
 }
 
-fn ticks(budget: Duration) -> u64 {
+/// Epoch ticks for `budget`, rounded up, plus slack.
+pub(crate) fn ticks(budget: Duration) -> u64 {
     (budget.as_millis() / TICK.as_millis()).saturating_add(2) as u64
 }
 

@@ -1,0 +1,181 @@
+//! The incoming side over WASI: read the request, answer with [`crate::http`].
+//!
+//! Nothing here unwraps: a client that goes away mid-answer only ends the
+//! write early.
+
+use std::cell::RefCell;
+
+use ::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use ::wasi::io::streams::StreamError;
+use tip_enrich::cache::{Cache, DEFAULT_MAX_ENTRIES};
+use tip_enrich::client::Client;
+use tip_enrich::config::{Config, Purpose, empty_settings};
+use tip_enrich::wasi_http::{WasiHttp, environment};
+
+use crate::http::{
+    Answer, MAX_BODY_BYTES, Route, batch_answer, body_too_large, health_answer, merge_settings,
+    parse_batch, route, static_answer, verdict_answer,
+};
+
+wit_bindgen::generate!({
+    world: "enrich-service",
+    path: "../wit",
+    with: {
+        "wasi:http/types@0.2.12": ::wasi::http::types,
+        "wasi:io/streams@0.2.12": ::wasi::io::streams,
+        "wasi:io/error@0.2.12": ::wasi::io::error,
+        "wasi:io/poll@0.2.12": ::wasi::io::poll,
+        "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
+        "wasi:config/store@0.2.0-rc.1": generate,
+    },
+});
+
+thread_local! {
+    /// The instance's verdict cache. Hosts that make an instance per request
+    /// (wasmtime serve, Spin) start each with an empty one.
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
+}
+
+/// The settings of this request: `wasi:config/store` over the environment.
+/// A store that fails counts as empty, so the environment still applies.
+fn settings() -> Vec<(String, String)> {
+    let config = self::wasi::config::store::get_all().unwrap_or_default();
+    merge_settings(config, environment())
+}
+
+fn lookup(settings: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    |name: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
+    let settings = settings();
+    let env = lookup(&settings);
+    let mut transport = WasiHttp::default();
+    CACHE.with(|cache| match cache.try_borrow_mut() {
+        Ok(mut cache) => f(&mut Client::new(&mut transport, &env).with_cache(&mut cache)),
+        Err(_) => f(&mut Client::new(&mut transport, &env)),
+    })
+}
+
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => other,
+    }
+}
+
+/// The request body, or the answer to give when it is too large or unreadable.
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Answer> {
+    let unreadable = || Answer::problem(400, "bad-body", "the request body could not be read");
+    let body = request.consume().map_err(|_| unreadable())?;
+    let stream = body.stream().map_err(|_| unreadable())?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > MAX_BODY_BYTES {
+                    return Err(body_too_large());
+                }
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
+        }
+    }
+    // The stream is a child of the body: drop it first.
+    drop(stream);
+    drop(body);
+    Ok(bytes)
+}
+
+fn answer(request: &IncomingRequest) -> Answer {
+    let method = request.method();
+    let path = request.path_with_query().unwrap_or_else(|| "/".into());
+    let route = route(method_name(&method), &path);
+    if let Some(answer) = static_answer(&route) {
+        return answer;
+    }
+    match route {
+        Route::Health => health(),
+        Route::Verdict { ip, format } => {
+            let result = with_client(|c| c.enrich(&ip, &empty_settings()));
+            verdict_answer(&ip, &result, format)
+        }
+        Route::Batch { format } => {
+            let ips = match read_body(request).and_then(|b| parse_batch(&b)) {
+                Ok(ips) => ips,
+                Err(answer) => return answer,
+            };
+            let results = with_client(|c| c.enrich_batch(&ips, &empty_settings()));
+            batch_answer(&ips, &results, format)
+        }
+        // Answered by `static_answer`.
+        Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadFormat(_) => {
+            Answer::problem(404, "not-found", "no such route")
+        }
+    }
+}
+
+/// Health: do the settings resolve, with a key? No request is made.
+fn health() -> Answer {
+    let settings = settings();
+    let env = lookup(&settings);
+    let checked = Config::resolve(&empty_settings(), &env, Purpose::Verdict)
+        .and_then(|c| c.require_key().map(|_| ()))
+        .map_err(|e| e.into_wit(&[]));
+    health_answer(checked)
+}
+
+fn send(out: ResponseOutparam, answer: Answer) {
+    let headers = Fields::new();
+    let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+    all.extend(answer.headers);
+    for (name, value) in &all {
+        // Our own header names and values are valid; a host that refuses one
+        // still gets an answer without it.
+        let _ = headers.append(name, value.as_bytes());
+    }
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(answer.status);
+    let Ok(body) = response.body() else {
+        ResponseOutparam::set(out, Ok(response));
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = body.write() {
+        // `blocking-write-and-flush` takes at most 4096 bytes at a time.
+        for chunk in answer.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+struct Service;
+
+impl exports::wasi::http::incoming_handler::Guest for Service {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let answer = answer(&request);
+        send(response_out, answer);
+    }
+}
+
+export!(Service);

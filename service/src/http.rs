@@ -1,0 +1,516 @@
+//! The service's HTTP surface, free of IO: routing, request-body parsing,
+//! the status of each error kind, and the answers. `component` (wasm32 only)
+//! moves bytes between these functions and `wasi:http`.
+
+use serde_json::{Value, json};
+use tip_enrich::bindings::{EnrichError, Verdict};
+use tip_enrich::error::kind;
+use tip_enrich::json::{VerdictLine, ecs_error, ecs_verdict, error_json, verdict_line};
+
+/// Largest request body read (a batch of addresses).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most addresses in one `POST /v1/ip`.
+pub const MAX_BATCH: usize = 10_000;
+
+/// The shape of verdicts in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The fields of a CLI line (the default).
+    Native,
+    /// Elastic Common Schema threat-enrichment fields (`?format=ecs`).
+    Ecs,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /v1/ip/{ip}`: the address as given (percent-decoded).
+    Verdict { ip: String, format: Format },
+    /// `POST /v1/ip`: a JSON array of addresses in the body.
+    Batch { format: Format },
+    /// `GET /healthz`.
+    Health,
+    /// A path the service does not have.
+    NotFound,
+    /// A known path with another method; `allow` lists the methods it takes.
+    MethodNotAllowed { allow: &'static str },
+    /// `?format=` with a value other than `native` or `ecs`.
+    BadFormat(String),
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers besides `content-type: application/json`, which every answer has.
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(status: u16, body: &impl serde::Serialize) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            // Serializing our own Serialize types cannot fail; an empty body
+            // would still be a well-formed answer if it ever did.
+            body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// A service-level problem (no address involved): `{"error": {kind, message}}`.
+    pub fn problem(status: u16, kind: &str, message: &str) -> Answer {
+        Answer::json(
+            status,
+            &json!({ "error": { "kind": kind, "message": message } }),
+        )
+    }
+}
+
+/// Decodes `%XX` escapes; `None` when the result is not UTF-8. A `%` not
+/// followed by two hex digits is kept as it is.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |j: usize| bytes.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits make at most 0xff.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn format_of(query: Option<&str>) -> Result<Format, String> {
+    let mut format = Format::Native;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "format" {
+            format = match value {
+                "ecs" => Format::Ecs,
+                "native" | "" => Format::Native,
+                other => return Err(other.chars().take(40).collect()),
+            };
+        }
+    }
+    Ok(format)
+}
+
+/// Routes a request by method and path-with-query.
+pub fn route(method: &str, path_with_query: &str) -> Route {
+    let (path, query) = match path_with_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_with_query, None),
+    };
+    let format = match format_of(query) {
+        Ok(f) => f,
+        Err(bad) => return Route::BadFormat(bad),
+    };
+    let get = method.eq_ignore_ascii_case("GET");
+    match path.trim_end_matches('/') {
+        "/healthz" if get => Route::Health,
+        "/healthz" => Route::MethodNotAllowed { allow: "GET" },
+        "/v1/ip" if method.eq_ignore_ascii_case("POST") => Route::Batch { format },
+        "/v1/ip" => Route::MethodNotAllowed { allow: "POST" },
+        p => match p.strip_prefix("/v1/ip/") {
+            Some(ip) if !ip.contains('/') && !ip.is_empty() => {
+                if !get {
+                    return Route::MethodNotAllowed { allow: "GET" };
+                }
+                match percent_decode(ip) {
+                    Some(ip) => Route::Verdict { ip, format },
+                    // Not UTF-8: pass it on as is, the core calls it invalid.
+                    None => Route::Verdict {
+                        ip: ip.to_owned(),
+                        format,
+                    },
+                }
+            }
+            _ => Route::NotFound,
+        },
+    }
+}
+
+/// The answer for a route that needs no lookup; `None` for the ones that do.
+pub fn static_answer(route: &Route) -> Option<Answer> {
+    match route {
+        Route::NotFound => Some(Answer::problem(
+            404,
+            "not-found",
+            "no such route: try GET /v1/ip/{ip}, POST /v1/ip or GET /healthz",
+        )),
+        Route::MethodNotAllowed { allow } => {
+            let mut a = Answer::problem(
+                405,
+                "method-not-allowed",
+                &format!("this route takes {allow}"),
+            );
+            a.headers.push(("allow".into(), (*allow).into()));
+            Some(a)
+        }
+        Route::BadFormat(bad) => Some(Answer::problem(
+            400,
+            "bad-format",
+            &format!("format must be native or ecs, not {bad:?}"),
+        )),
+        Route::Verdict { .. } | Route::Batch { .. } | Route::Health => None,
+    }
+}
+
+/// The HTTP status for an error kind: 400 for a bad address, 429 when rate
+/// limited, 504 on timeout, 500 when the service is misconfigured, and 502
+/// when the API refused (401/403 included: the caller's request was fine,
+/// the service's upstream credentials or quota were not) or failed.
+pub fn status_for(e: &EnrichError) -> u16 {
+    match e {
+        EnrichError::InvalidIp(_) => 400,
+        EnrichError::RateLimited(_) => 429,
+        EnrichError::Timeout(_) => 504,
+        EnrichError::Config(_) => 500,
+        EnrichError::BadRequest(_)
+        | EnrichError::Unauthorized(_)
+        | EnrichError::QuotaExceeded(_)
+        | EnrichError::Upstream(_)
+        | EnrichError::Transport(_)
+        | EnrichError::MalformedResponse(_) => 502,
+    }
+}
+
+/// One element of an answer. A native verdict stays a struct so its fields
+/// keep the documented order (the guest's `Value` maps sort their keys).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Line(Box<VerdictLine<'a>>),
+    Json(Value),
+}
+
+fn item<'a>(input: &str, result: &'a Result<Verdict, EnrichError>, format: Format) -> Item<'a> {
+    match (result, format) {
+        (Ok(v), Format::Native) => Item::Line(Box::new(verdict_line(v))),
+        (Ok(v), Format::Ecs) => Item::Json(ecs_verdict(v, None)),
+        (Err(e), Format::Native) => Item::Json(error_json(input, e)),
+        (Err(e), Format::Ecs) => Item::Json(ecs_error(input, e, None)),
+    }
+}
+
+/// The answer to `GET /v1/ip/{ip}`.
+pub fn verdict_answer(
+    input: &str,
+    result: &Result<Verdict, EnrichError>,
+    format: Format,
+) -> Answer {
+    let body = item(input, result, format);
+    match result {
+        Ok(_) => Answer::json(200, &body),
+        Err(e) => {
+            let mut a = Answer::json(status_for(e), &body);
+            if let EnrichError::RateLimited(r) = e
+                && let Some(secs) = r.retry_after_secs
+            {
+                a.headers.push(("retry-after".into(), secs.to_string()));
+            }
+            a
+        }
+    }
+}
+
+/// Reads the body of `POST /v1/ip`: a JSON array of strings, at most
+/// [`MAX_BATCH`] of them. The error is the answer to give.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<String>, Answer> {
+    let bad = |message: &str| Answer::problem(400, "bad-body", message);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| bad("the body must be a JSON array of IP address strings"))?;
+    let Value::Array(items) = value else {
+        return Err(bad("the body must be a JSON array of IP address strings"));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(Answer::problem(
+            413,
+            "too-many",
+            &format!("at most {MAX_BATCH} addresses per request"),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s),
+            _ => Err(bad(&format!("element {i} is not a string"))),
+        })
+        .collect()
+}
+
+/// The answer to `POST /v1/ip`: 200 and one element per input, in order;
+/// each element is a verdict or an error object like a CLI line.
+pub fn batch_answer(
+    inputs: &[String],
+    results: &[Result<Verdict, EnrichError>],
+    format: Format,
+) -> Answer {
+    let items: Vec<Item<'_>> = inputs
+        .iter()
+        .zip(results)
+        .map(|(input, result)| item(input, result, format))
+        .collect();
+    Answer::json(200, &items)
+}
+
+/// The answer to a body over [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> Answer {
+    Answer::problem(
+        413,
+        "too-large",
+        &format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The answer to `GET /healthz`: always 200 while the service runs;
+/// `configured` says whether the settings resolve (an API key is set and
+/// every `TIP_*` value is valid), and `problem` why not. No request is made.
+pub fn health_answer(config: Result<(), EnrichError>) -> Answer {
+    let mut body = json!({
+        "status": "ok",
+        "service": "tip-enrich",
+        "version": env!("CARGO_PKG_VERSION"),
+        "configured": config.is_ok(),
+    });
+    if let (Err(e), Some(map)) = (&config, body.as_object_mut()) {
+        map.insert(
+            "problem".into(),
+            json!({ "kind": kind(e), "message": tip_enrich::json::error_message(e) }),
+        );
+    }
+    Answer::json(200, &body)
+}
+
+/// Merges runtime configuration (`wasi:config/store` pairs, keys `tip_*`)
+/// over the environment: a config key `tip_api_key` stands for `TIP_API_KEY`
+/// and wins over it. Keys without the `tip_` prefix are ignored.
+pub fn merge_settings(
+    config: Vec<(String, String)>,
+    mut env: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    for (key, value) in config {
+        if !key.to_ascii_lowercase().starts_with("tip_") {
+            continue;
+        }
+        let name = key.to_ascii_uppercase();
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tip_enrich::bindings::{RateLimit, SoarVerdict, UpstreamError, VerdictSource, Zone};
+
+    fn verdict(ip: &str) -> Verdict {
+        Verdict {
+            ip: ip.into(),
+            zone: Zone::Green,
+            threat_score: Some(0),
+            has_apt: false,
+            related_reports: vec![],
+            suspicious: false,
+            verdict: SoarVerdict::Benign,
+            found: true,
+            status: None,
+            country_code: None,
+            categories: vec![],
+            hits_count: None,
+            first_seen: None,
+            quota: None,
+            source: VerdictSource::Api,
+            reserved_block: None,
+        }
+    }
+
+    fn body(a: &Answer) -> Value {
+        serde_json::from_slice(&a.body).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("GET", "/v1/ip/1.2.3.4"),
+            Route::Verdict {
+                ip: "1.2.3.4".into(),
+                format: Format::Native
+            }
+        );
+        assert_eq!(
+            route("get", "/v1/ip/2a0e%3A1c80%3a1::1?format=ecs"),
+            Route::Verdict {
+                ip: "2a0e:1c80:1::1".into(),
+                format: Format::Ecs
+            }
+        );
+        assert_eq!(
+            route("POST", "/v1/ip/"),
+            Route::Batch {
+                format: Format::Native
+            }
+        );
+        assert_eq!(route("GET", "/healthz"), Route::Health);
+        assert_eq!(
+            route("DELETE", "/v1/ip/1.2.3.4"),
+            Route::MethodNotAllowed { allow: "GET" }
+        );
+        assert_eq!(
+            route("GET", "/v1/ip"),
+            Route::MethodNotAllowed { allow: "POST" }
+        );
+        assert_eq!(route("GET", "/v1/ip/a/b"), Route::NotFound);
+        assert_eq!(route("GET", "/"), Route::NotFound);
+        assert_eq!(
+            route("GET", "/v1/ip/1.2.3.4?format=xml"),
+            Route::BadFormat("xml".into())
+        );
+    }
+
+    #[test]
+    fn percent_decoding_keeps_stray_percents_and_rejects_non_utf8() {
+        assert_eq!(
+            percent_decode("fe80::1%25eth0").as_deref(),
+            Some("fe80::1%eth0")
+        );
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(
+            route("GET", "/v1/ip/%ff"),
+            Route::Verdict {
+                ip: "%ff".into(),
+                format: Format::Native
+            }
+        );
+    }
+
+    #[test]
+    fn error_statuses() {
+        let cases = [
+            (EnrichError::InvalidIp("x".into()), 400),
+            (EnrichError::Unauthorized("x".into()), 502),
+            (EnrichError::QuotaExceeded("x".into()), 502),
+            (EnrichError::Timeout("x".into()), 504),
+            (EnrichError::Config("x".into()), 500),
+            (
+                EnrichError::Upstream(UpstreamError {
+                    status: 500,
+                    message: "x".into(),
+                }),
+                502,
+            ),
+        ];
+        for (e, status) in cases {
+            let a = verdict_answer("1.2.3.4", &Err(e.clone()), Format::Native);
+            assert_eq!(a.status, status, "{e:?}");
+            assert_eq!(body(&a)["error"]["kind"], kind(&e));
+            assert_eq!(body(&a)["ip"], "1.2.3.4");
+        }
+    }
+
+    #[test]
+    fn rate_limited_answers_429_with_retry_after() {
+        let e = EnrichError::RateLimited(RateLimit {
+            retry_after_secs: Some(30),
+            message: "slow down".into(),
+        });
+        let a = verdict_answer("1.2.3.4", &Err(e), Format::Native);
+        assert_eq!(a.status, 429);
+        assert_eq!(
+            a.headers,
+            vec![("retry-after".to_string(), "30".to_string())]
+        );
+        assert_eq!(body(&a)["error"]["retry_after_secs"], 30);
+    }
+
+    #[test]
+    fn verdict_answer_is_the_cli_line() {
+        let v = verdict("1.2.3.4");
+        let a = verdict_answer("1.2.3.4", &Ok(v.clone()), Format::Native);
+        assert_eq!(a.status, 200);
+        assert_eq!(body(&a), tip_enrich::json::verdict_json(&v));
+        let ecs = verdict_answer("1.2.3.4", &Ok(v), Format::Ecs);
+        assert_eq!(
+            body(&ecs)["threat"]["enrichments"][0]["indicator"]["ip"],
+            "1.2.3.4"
+        );
+    }
+
+    #[test]
+    fn batch_body_rules() {
+        assert_eq!(
+            parse_batch(br#"["1.2.3.4", "::1"]"#).unwrap(),
+            vec!["1.2.3.4", "::1"]
+        );
+        for bad in [&b"{}"[..], b"[1]", b"not json", b""] {
+            let a = parse_batch(bad).unwrap_err();
+            assert_eq!(a.status, 400, "{}", String::from_utf8_lossy(bad));
+        }
+        let many = serde_json::to_vec(&vec!["1.1.1.1"; MAX_BATCH + 1]).unwrap();
+        assert_eq!(parse_batch(&many).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn batch_answer_keeps_order_and_mixes_errors() {
+        let inputs = vec!["1.2.3.4".to_string(), "nope".to_string()];
+        let results = vec![
+            Ok(verdict("1.2.3.4")),
+            Err(EnrichError::InvalidIp("nope".into())),
+        ];
+        let a = batch_answer(&inputs, &results, Format::Native);
+        assert_eq!(a.status, 200);
+        let b = body(&a);
+        assert_eq!(b[0]["ip"], "1.2.3.4");
+        // Native verdicts keep the documented field order.
+        let text = String::from_utf8(a.body.clone()).unwrap();
+        assert!(
+            text.starts_with(r#"[{"ip":"1.2.3.4","zone":"green","threat_score":0"#),
+            "{text}"
+        );
+        assert_eq!(b[1]["error"]["kind"], "invalid-ip");
+    }
+
+    #[test]
+    fn health_reports_configuration_without_secrets() {
+        let a = health_answer(Ok(()));
+        assert_eq!(body(&a)["configured"], true);
+        let a = health_answer(Err(EnrichError::Config("no API key".into())));
+        assert_eq!(a.status, 200);
+        assert_eq!(body(&a)["configured"], false);
+        assert_eq!(body(&a)["problem"]["kind"], "config");
+    }
+
+    #[test]
+    fn config_store_keys_override_the_environment() {
+        let merged = merge_settings(
+            vec![
+                ("tip_api_key".into(), "from-config".into()),
+                ("other".into(), "ignored".into()),
+            ],
+            vec![
+                ("TIP_API_KEY".into(), "from-env".into()),
+                ("TIP_API".into(), "opentip".into()),
+            ],
+        );
+        assert!(merged.contains(&("TIP_API_KEY".into(), "from-config".into())));
+        assert!(merged.contains(&("TIP_API".into(), "opentip".into())));
+        assert!(!merged.iter().any(|(k, _)| k == "OTHER"));
+        assert_eq!(merged.len(), 2);
+    }
+}
