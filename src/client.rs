@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use crate::bindings::{ApiFlavour, EnrichError, Report, Settings, Verdict};
 use crate::cache::{Cache, Cached};
 use crate::config::{Config, EnvLookup, Purpose};
-use crate::error::{Error, parse_retry_after, scrub, scrub_bytes, status_error};
+use crate::error::{Error, parse_retry_after, scrub_bytes, scrub_json_strings, status_error};
 use crate::ip::{SpecialBlock, parse_ip, special_block};
 use crate::lenient::with_secrets;
 use crate::request::build_request;
@@ -113,33 +113,19 @@ fn quota_exhausted(sections: &VerdictSections) -> bool {
     })
 }
 
-/// The verbatim body as text. When it holds JSON escapes (which could spell
-/// the key in a way the byte scrub cannot see) it is re-serialised from the
-/// parsed value with every string scrubbed instead.
+/// The verbatim body as text. Bytes that are not UTF-8 (the parse skips
+/// them inside strings it ignores) read as U+FFFD. Strings with JSON escapes
+/// (which could spell the key in a way the byte scrub cannot see) are
+/// scrubbed too, lexically, so whatever the parse accepted is kept.
 fn raw_json(body: Vec<u8>, secrets: &[&str]) -> Result<String, Error> {
-    let text = String::from_utf8(body)
-        .map_err(|_| Error::Malformed("the API answer is not UTF-8".into()))?;
-    if secrets.is_empty() || !(text.contains("\\u") || text.contains("\\/")) {
+    let text = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    if secrets.is_empty() || !text.contains('\\') {
         return Ok(text);
     }
-    fn walk(v: &mut serde_json::Value, secrets: &[&str]) {
-        match v {
-            serde_json::Value::String(s) => *s = scrub(s, secrets),
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secrets)),
-            serde_json::Value::Object(map) => {
-                let entries = std::mem::take(map);
-                for (k, mut val) in entries {
-                    walk(&mut val, secrets);
-                    map.insert(scrub(&k, secrets), val);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|_| Error::Malformed("the API answer is not valid JSON".into()))?;
-    walk(&mut value, secrets);
-    Ok(value.to_string())
+    scrub_json_strings(&text, secrets)
 }
 
 fn to_verdict(ip: IpAddr, found: &Found, config: &Config) -> Verdict {

@@ -109,6 +109,13 @@ pub fn kind(e: &EnrichError) -> &'static str {
     }
 }
 
+/// Credentials as the basic auth scheme sends them: standard base64 of
+/// `user:password`. A secret too: a server may echo the `Authorization` header.
+pub fn basic_token(credentials: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(credentials)
+}
+
 /// Replaces every occurrence of each non-empty secret with `[redacted]`.
 pub fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
@@ -145,6 +152,89 @@ pub fn scrub_bytes(body: Vec<u8>, secrets: &[&str]) -> Vec<u8> {
         out = scrubbed;
     }
     out
+}
+
+/// [`scrub`] for JSON text whose plain bytes were scrubbed already: every
+/// string literal with an escape (which could spell a secret the byte scrub
+/// cannot see) is decoded, scrubbed, and re-encoded if that changed it. The
+/// rest stays verbatim. Lexical, so any nesting depth and any number the
+/// parser skipped are fine; a literal that does not decode fails.
+pub fn scrub_json_strings(json: &str, secrets: &[&str]) -> Result<String, Error> {
+    let bad = || Error::Malformed("the API answer has an unreadable JSON string".into());
+    let mut out = String::with_capacity(json.len());
+    let mut rest = json;
+    while let Some(open) = rest.find('"') {
+        let (before, literal_on) = rest.split_at(open);
+        out.push_str(before);
+        let bytes = literal_on.as_bytes();
+        let (mut i, mut escaped) = (1, false);
+        let end = loop {
+            match bytes.get(i) {
+                None => return Err(bad()),
+                Some(b'\\') => (i, escaped) = (i + 2, true),
+                Some(b'"') => break i + 1,
+                Some(_) => i += 1,
+            }
+        };
+        let literal = literal_on.get(..end).ok_or_else(bad)?;
+        let decoded = if escaped {
+            let inner = literal.get(1..end - 1).ok_or_else(bad)?;
+            decode_json_string(inner).ok_or_else(bad)?
+        } else {
+            String::new()
+        };
+        let scrubbed = scrub(&decoded, secrets);
+        if scrubbed == decoded {
+            out.push_str(literal);
+        } else {
+            out.push_str(&serde_json::to_string(&scrubbed).map_err(|_| bad())?);
+        }
+        rest = literal_on.get(end..).ok_or_else(bad)?;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Decodes the inside of a JSON string literal. A lone surrogate escape
+/// (which serde_json refuses, yet skips in a value it ignores, and which
+/// lenient readers accept) reads as U+FFFD; `None` for an unknown escape.
+fn decode_json_string(inner: &str) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut units: Vec<u16> = Vec::new();
+    let flush = |units: &mut Vec<u16>, out: &mut String| {
+        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{fffd}')));
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            flush(&mut units, &mut out);
+            out.push(c);
+            continue;
+        }
+        let plain = match chars.next()? {
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                if hex.len() != 4 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
+                    return None;
+                }
+                units.push(u16::from_str_radix(&hex, 16).ok()?);
+                continue;
+            }
+            '"' => '"',
+            '\\' => '\\',
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            _ => return None,
+        };
+        flush(&mut units, &mut out);
+        out.push(plain);
+    }
+    flush(&mut units, &mut out);
+    Some(out)
 }
 
 /// What a non-200, non-404 status means. `retry_after_secs` is the parsed
@@ -392,5 +482,35 @@ mod tests {
         };
         assert!(!msg.contains("s3cr3t"));
         assert!(msg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn json_strings_scrubbed_lexically_rest_verbatim() {
+        let secrets = ["s3cr3t-key"];
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        let json = format!(
+            r#"{{"a":"s3cr3t\u002dkey","b\/":"x\"y","n":1e400,"d":{deep},"k\u0073":"s3cr3t\u002dkey!"}}"#
+        );
+        assert_eq!(
+            scrub_json_strings(&json, &secrets).unwrap(),
+            format!(
+                r#"{{"a":"[redacted]","b\/":"x\"y","n":1e400,"d":{deep},"k\u0073":"[redacted]!"}}"#
+            )
+        );
+        assert!(scrub_json_strings(r#"{"a":"open"#, &secrets).is_err());
+        assert!(scrub_json_strings(r#"{"a":"\x"}"#, &secrets).is_err());
+        // Lone surrogates read as U+FFFD; a literal is kept unless scrubbed.
+        assert_eq!(
+            scrub_json_strings(
+                r#"["\ud800","s3cr3t\u002dkey\udc00","\ud83d\ude00"]"#,
+                &secrets
+            )
+            .unwrap(),
+            "[\"\\ud800\",\"[redacted]\u{fffd}\",\"\\ud83d\\ude00\"]"
+        );
+        assert_eq!(
+            decode_json_string(r#"a\ud83d\ude00\n\u0041\/\\\""#).as_deref(),
+            Some("a\u{1f600}\nA/\\\"")
+        );
     }
 }

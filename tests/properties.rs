@@ -6,9 +6,16 @@
 mod expect;
 #[path = "support/fake.rs"]
 mod fake;
+// The fuzz targets' checks (fuzz/fuzz_targets/): the same assertions run here
+// on stable, so `cargo test` smokes every target (HARDENING.md, Fuzzing).
+#[path = "../fuzz/checks/ip_parse.rs"]
+mod ip_parse_check;
+#[path = "../fuzz/checks/response_verdict.rs"]
+mod response_verdict_check;
 
 use fake::{Fake, response};
 use proptest::prelude::*;
+use response_verdict_check::{Case, KEY};
 use tip_enrich::bindings::{EnrichError, SoarVerdict, Zone};
 use tip_enrich::client::Client;
 use tip_enrich::config::{VerdictMap, empty_settings};
@@ -144,5 +151,178 @@ proptest! {
         if let Some(secs) = parse_retry_after(&value, Some(now)) {
             prop_assert!(secs <= 86_400);
         }
+    }
+}
+
+/// Every response_verdict seed: the bundled recordings (as `fuzz/seed.sh`
+/// converts them) and the hand-written and regression seeds.
+fn response_verdict_seeds() -> Vec<(String, Vec<u8>)> {
+    let tests = expect::tests_dir();
+    let mut seeds = Vec::new();
+    for entry in std::fs::read_dir(tests.join("recordings")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let t: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let resp = t["response"].as_table().unwrap();
+        let Some(body_file) = resp.get("body_file").and_then(|b| b.as_str()) else {
+            continue;
+        };
+        let body = std::fs::read(tests.join("recordings").join(body_file)).unwrap();
+        let retry = resp
+            .get("headers")
+            .and_then(|h| h.get("retry-after"))
+            .and_then(|v| v.as_str());
+        let status = resp["status"].as_integer().unwrap() as u16;
+        seeds.push((
+            path.display().to_string(),
+            Case::encode(status, retry.map(str::as_bytes), &body),
+        ));
+    }
+    let dir = tests.join("../fuzz/seeds/response_verdict");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        seeds.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    seeds
+}
+
+#[test]
+fn fuzz_seeds_pass_the_response_verdict_check() {
+    let seeds = response_verdict_seeds();
+    assert!(seeds.len() > 20, "{} seeds", seeds.len());
+    for (name, data) in seeds {
+        eprintln!("{name}");
+        response_verdict_check::check(&data);
+    }
+}
+
+#[test]
+fn fuzz_seeds_pass_the_ip_parse_check() {
+    let dir = expect::tests_dir().join("../fuzz/seeds/ip_parse");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        ip_parse_check::check(&std::fs::read(entry.unwrap().path()).unwrap());
+    }
+}
+
+/// A 200 answer that `enrich` reads: `lookup` must read it too, with the
+/// same verdict and the key scrubbed from the raw JSON.
+fn lookup_reads_what_enrich_reads(body: &[u8]) -> tip_enrich::bindings::Report {
+    let body = body.to_vec();
+    let env = |name: &str| (name == "TIP_API_KEY").then(|| KEY.to_owned());
+    let mut s = empty_settings();
+    s.retries = Some(0);
+    let b = body.clone();
+    let mut t = Fake::responding(move |_, _| {
+        Ok(tip_enrich::client::HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: b.clone(),
+        })
+    });
+    let verdict = Client::new(&mut t, &env)
+        .enrich("45.9.148.108", &s)
+        .unwrap();
+    let report = Client::new(&mut t, &env)
+        .lookup("45.9.148.108", &s)
+        .unwrap();
+    assert_eq!(report.verdict, verdict);
+    assert!(!report.raw_json.contains(KEY), "{}", report.raw_json);
+    report
+}
+
+/// Finding 1 (response_verdict): bytes that are not UTF-8 inside a string the
+/// parse skips made `lookup` fail with malformed-response while `enrich`
+/// succeeded on the same answer.
+#[test]
+fn fuzz_response_verdict_invalid_utf8_in_skipped_string() {
+    let report = lookup_reads_what_enrich_reads(b"{\"X\":\"a\xffb\",\"Zone\":\"Red\"}");
+    assert_eq!(report.raw_json, "{\"X\":\"a\u{fffd}b\",\"Zone\":\"Red\"}");
+    assert_eq!(report.verdict.zone, Zone::Red);
+    response_verdict_check::check(b"\0\0\0{\"X\":\"\xff\"}");
+}
+
+/// Finding 2 (response_verdict, same root cause): with an escape in the body,
+/// the raw JSON was re-parsed into a `serde_json::Value` to scrub the key,
+/// which fails past 128 levels of nesting that the parse had skipped.
+#[test]
+fn fuzz_response_verdict_deep_nesting_with_escapes() {
+    let nest = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let body = format!("{{\"X\":{nest},\"Y\":\"fz-KEY\\u002d7c1d2e9\",\"Zone\":\"Red\"}}");
+    let report = lookup_reads_what_enrich_reads(body.as_bytes());
+    assert_eq!(
+        report.raw_json,
+        format!("{{\"X\":{nest},\"Y\":\"[redacted]\",\"Zone\":\"Red\"}}")
+    );
+}
+
+/// Finding 3 (response_verdict, same root cause): a number out of f64 range
+/// that the parse skipped failed the re-parse.
+#[test]
+fn fuzz_response_verdict_out_of_range_number_with_escapes() {
+    let body = br#"{"X":1e400,"Y":"\/","Zone":"Red"}"#;
+    let report = lookup_reads_what_enrich_reads(body);
+    assert_eq!(report.raw_json.as_bytes(), body, "kept verbatim");
+}
+
+/// Finding 4 (response_verdict, same root cause, in the first fix too): a
+/// lone surrogate escape in a string the parse skipped is refused by a strict
+/// decoder, so scrubbing that string failed `lookup`; it now reads as U+FFFD.
+#[test]
+fn fuzz_response_verdict_lone_surrogate_in_skipped_string() {
+    let body = br#"{"X":"\udc00\ud800x","Y":"fz-KEY\u002d7c1d2e9\ud800","Zone":"Red"}"#;
+    let report = lookup_reads_what_enrich_reads(body);
+    assert_eq!(
+        report.raw_json,
+        "{\"X\":\"\\udc00\\ud800x\",\"Y\":\"[redacted]\u{fffd}\",\"Zone\":\"Red\"}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    /// The ip_parse fuzz target's check, over arbitrary bytes.
+    #[test]
+    fn fuzz_target_ip_parse_bytes(data in prop::collection::vec(any::<u8>(), 0..80)) {
+        ip_parse_check::check(&data);
+    }
+
+    /// The ip_parse fuzz target's check, over text made of address characters.
+    #[test]
+    fn fuzz_target_ip_parse_text(text in "[0-9a-fA-F:.]{0,45}|[ \t]?(::[fF]{4}:)?[0-9]{1,3}(\\.[0-9]{1,4}){0,4}[ %/:\\]]?") {
+        ip_parse_check::check_text(&text);
+    }
+
+    /// The response_verdict fuzz target's check, over arbitrary bytes.
+    #[test]
+    fn fuzz_target_response_verdict_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        response_verdict_check::check(&data);
+    }
+
+    /// The response_verdict fuzz target's check, over hostile JSON answers.
+    #[test]
+    fn fuzz_target_response_verdict_json(head in any::<[u8; 3]>(), mut value in json_value(), escape in any::<bool>()) {
+        let mut data = head.to_vec();
+        // Mostly a 200 answer with no Retry-After, so the body is what is read.
+        if data[0] % 4 != 0 {
+            data[0] %= 160;
+            data[1] &= !1;
+        }
+        // A server echoing the key, where a verdict or report would show it.
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("Echo".into(), KEY.into());
+            if let Some(serde_json::Value::Object(general)) = map.get_mut("IpGeneralInfo") {
+                general.insert("Ip".into(), KEY.into());
+                general.insert("CountryCode".into(), KEY.into());
+            }
+        }
+        let mut body = value.to_string();
+        if escape {
+            // JSON escapes, which the byte scrub cannot see through.
+            body = body.replace('_', "\\u005f").replace("fz-KEY-", "fz-KEY\\u002d");
+        }
+        data.extend_from_slice(body.as_bytes());
+        response_verdict_check::check(&data);
     }
 }
