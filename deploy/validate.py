@@ -8,11 +8,11 @@ What it checks (each line of output says which):
                 each refers to a declared application variable, the key is secret and
                 required; allowed_outbound_hosts covers the default base URLs of
                 src/config.rs and nothing else; the source path is the build command's
-                artifact; with --build, the artifact is built and its top-level imports
-                and exports are read from the binary (incoming-handler exported;
-                outgoing-handler and wasi:config/store imported; nothing else unusual),
-                with a WARN line (not a failure) for each engine that does not serve the
-                imported wasi:config/store version.
+                artifact; with --build, each engine's build (cargo feature spin /
+                wasmcloud) is made and its top-level imports and exports are read from
+                the binary (incoming-handler exported; outgoing-handler and exactly the
+                wasi:config/store version that engine serves imported; nothing else
+                unusual).
   spinapp.yaml  SpinApp + HorizontalPodAutoscaler: the variables are spin.toml's, the
                 required ones are set, the key comes from a Secret, the autoscaler targets
                 the SpinApp's Deployment, the image is the one deploy/README.md pushes.
@@ -49,6 +49,10 @@ SPIN_SCHEMA = DEPLOY / "schemas" / "spin-manifest-v2.subset.schema.json"
 SERVICE_PACKAGE = "tip-enrich-service"
 ARTIFACT = Path("target/wasm32-wasip2/component/tip_enrich_service.wasm")
 BUILD_ARGS = ["--profile", "component", "--target", "wasm32-wasip2", "-p", SERVICE_PACKAGE]
+# Each engine's build of the service: the cargo feature that picks the
+# wasi:config/store version it serves (service/Cargo.toml, wit/enrich.wit).
+ENGINE_FEATURE = {"Spin 3": "spin", "wasmCloud 1": "wasmcloud"}
+SPIN_BUILD_ARGS = [*BUILD_ARGS, "--features", ENGINE_FEATURE["Spin 3"]]
 # The settings the deployment examples set; the component reads each from
 # wasi:config/store key tip_x, then from environment variable TIP_X.
 SETTINGS = ["tip_api_key", "tip_api", "tip_base_url", "tip_auth", "tip_timeout_ms"]
@@ -172,13 +176,14 @@ def check_spin(r: Report, build: bool) -> dict:
         workdir = (SPIN_TOML.parent / build_cfg.get("workdir", ".")).resolve()
         r.check(workdir == ROOT, f"{where}: build workdir is the repository root")
         cmd = build_cfg.get("command", "")
-        r.check(isinstance(cmd, str) and cmd.split() == ["cargo", "build", *BUILD_ARGS],
-                f"{where}: build command is `cargo build {' '.join(BUILD_ARGS)}`")
+        r.check(isinstance(cmd, str) and cmd.split() == ["cargo", "build", *SPIN_BUILD_ARGS],
+                f"{where}: build command is `cargo build {' '.join(SPIN_BUILD_ARGS)}`")
         if isinstance(src, str):
             resolved = (SPIN_TOML.parent / src).resolve()
             r.check(resolved == ROOT / ARTIFACT,
                     f"{where}: source {src} is the build's artifact {ARTIFACT} (relative to spin.toml)")
-            check_artifact(r, build)
+            for engine in CONFIG_STORE_SERVED:
+                check_artifact(r, build, engine)
     return m
 
 
@@ -194,17 +199,21 @@ def workspace_has_service() -> bool | None:
     return any(p["name"] == SERVICE_PACKAGE for p in json.loads(out)["packages"])
 
 
-def check_artifact(r: Report, build: bool) -> None:
-    """With --build: build the service component as spin.toml says and look inside it."""
+def check_artifact(r: Report, build: bool, engine: str) -> None:
+    """With --build: build the service component for `engine` as deploy/README.md
+    says and look inside it."""
+    args = [*BUILD_ARGS, "--features", ENGINE_FEATURE[engine]]
     if not build:
-        r.skip(f"artifact {ARTIFACT}: not built (run with --build)")
+        r.skip(f"artifact {ARTIFACT} for {engine}: not built (run with --build)")
         return
     has = workspace_has_service()
     if not has:
         r.skip(f"artifact: package {SERVICE_PACKAGE} is not in the workspace yet, nothing to build")
         return
-    res = subprocess.run(["cargo", "build", "--locked", "-q", *BUILD_ARGS], cwd=ROOT)
-    if not r.check(res.returncode == 0, f"artifact: cargo build {' '.join(BUILD_ARGS)}"):
+    r.check(f"cargo build {' '.join(args)}" in notes_text(),
+            f"artifact: deploy/README.md gives the {engine} build command")
+    res = subprocess.run(["cargo", "build", "--locked", "-q", *args], cwd=ROOT)
+    if not r.check(res.returncode == 0, f"artifact: cargo build {' '.join(args)}"):
         return
     # spin build writes to <repo>/target; cargo honours CARGO_TARGET_DIR when set.
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -223,14 +232,10 @@ def check_artifact(r: Report, build: bool) -> None:
         r.check(any(i.startswith(want) for i in imports), f"artifact: imports {want}")
     # Pre-release interface versions only link to exactly the same version
     # (wasmtime matches 0.2.x patch versions, never -draft/-rc ones).
-    for i in imports:
-        if i.startswith("wasi:config/store@"):
-            for engine, served in CONFIG_STORE_SERVED.items():
-                if i == served:
-                    r.ok(f"artifact: imports {i}, which {engine} serves")
-                else:
-                    r.warn(f"artifact: imports {i}, but {engine} serves {served}: "
-                           f"the component would not instantiate there")
+    served = CONFIG_STORE_SERVED[engine]
+    config = [i for i in imports if i.startswith("wasi:config/store@")]
+    r.check(config == [served], f"artifact: the {engine} build imports {served}, which {engine} serves "
+                                f"(imports {config})")
     odd = [i for i in imports if not i.startswith(HOST_PROVIDED)]
     r.check(not odd, f"artifact: imports nothing beyond wasi:io, clocks, cli, random, http, config/store "
                      f"({len(imports)} imports; others: {odd or 'none'})")

@@ -19,18 +19,47 @@ use crate::http::{
     parse_batch, route, static_answer, verdict_answer,
 };
 
-wit_bindgen::generate!({
-    world: "enrich-service",
-    path: "../wit",
-    with: {
-        "wasi:http/types@0.2.12": ::wasi::http::types,
-        "wasi:io/streams@0.2.12": ::wasi::io::streams,
-        "wasi:io/error@0.2.12": ::wasi::io::error,
-        "wasi:io/poll@0.2.12": ::wasi::io::poll,
-        "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
-        "wasi:config/store@0.2.0-rc.1": generate,
-    },
-});
+#[cfg(all(feature = "spin", feature = "wasmcloud"))]
+compile_error!("features `spin` and `wasmcloud` pick different wasi:config versions: choose one");
+
+/// The bindings of one `enrich-service` world; the three differ only in the
+/// version of `wasi:config/store` they import.
+macro_rules! service_bindings {
+    ($world:literal, $config:literal, $module:ident) => {
+        wit_bindgen::generate!({
+            world: $world,
+            path: "../wit",
+            with: {
+                "wasi:http/types@0.2.12": ::wasi::http::types,
+                "wasi:io/streams@0.2.12": ::wasi::io::streams,
+                "wasi:io/error@0.2.12": ::wasi::io::error,
+                "wasi:io/poll@0.2.12": ::wasi::io::poll,
+                "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
+                $config: generate,
+            },
+        });
+        use self::wasi::$module::store as config_store;
+    };
+}
+
+#[cfg(not(any(feature = "spin", feature = "wasmcloud")))]
+service_bindings!(
+    "enrich-service",
+    "wasi:config/store@0.2.0-rc.1",
+    config0_2_0_rc_1
+);
+#[cfg(feature = "spin")]
+service_bindings!(
+    "enrich-service-spin",
+    "wasi:config/store@0.2.0-draft-2024-09-27",
+    config0_2_0_draft_2024_09_27
+);
+#[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
+service_bindings!(
+    "enrich-service-wasmcloud",
+    "wasi:config/store@0.2.0-draft",
+    config0_2_0_draft
+);
 
 thread_local! {
     /// The instance's verdict cache. Hosts that make an instance per request
@@ -41,7 +70,7 @@ thread_local! {
 /// The settings of this request: `wasi:config/store` over the environment.
 /// A store that fails counts as empty, so the environment still applies.
 fn settings() -> Vec<(String, String)> {
-    let config = self::wasi::config::store::get_all().unwrap_or_default();
+    let config = config_store::get_all().unwrap_or_default();
     merge_settings(config, environment())
 }
 
