@@ -36,6 +36,7 @@ fn main() {
         "../Cargo.toml",
         "../Cargo.lock",
         "build.rs",
+        "tests/misbehaving-guest",
     ] {
         println!("cargo:rerun-if-changed={path}");
     }
@@ -69,6 +70,11 @@ const GUESTS: &[Guest] = &[
     Guest {
         package: "tip-enrich-service",
         env: "TIP_ENRICH_SERVICE_COMPONENT_PATH",
+    },
+    // Tests only (host limits, egress); read from its path, never embedded.
+    Guest {
+        package: "misbehaving-guest",
+        env: "TIP_ENRICH_MISBEHAVING_COMPONENT_PATH",
     },
 ];
 
