@@ -157,6 +157,9 @@ pub struct Config {
     pub retry_after_cap_ms: u32,
     /// Cache TTL, s (0: off).
     pub cache_ttl_secs: u32,
+    /// The key as basic auth sends it (base64), made from `api_key` when resolved:
+    /// a server that echoes the `Authorization` header echoes this.
+    pub(crate) encoded_key: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -176,7 +179,8 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    /// The secrets a message must never show: the key, and for basic auth the password alone.
+    /// The secrets a message must never show: the key, for basic auth the
+    /// password alone, and the key in base64 as the basic scheme sends it.
     pub fn secrets(&self) -> Vec<&str> {
         let mut out = Vec::new();
         if let Some(key) = self.api_key.as_deref() {
@@ -185,6 +189,7 @@ impl Config {
                 out.push(password);
             }
         }
+        out.extend(self.encoded_key.as_deref());
         out
     }
 
@@ -406,7 +411,9 @@ impl Config {
         )?;
         let cache_ttl_secs = ms(settings.cache_ttl_secs, "TIP_CACHE_TTL_SECS", 600)?;
 
+        let encoded_key = api_key.as_deref().map(crate::error::basic_token);
         Ok(Config {
+            encoded_key,
             concurrency,
             retries,
             deadline_ms,
@@ -624,7 +631,7 @@ mod tests {
         assert_eq!(c.verdict_map.get(Zone::Yellow), SoarVerdict::Benign);
         assert_eq!(c.verdict_map.get(Zone::Grey), SoarVerdict::Suspicious);
         assert_eq!(c.verdict_map.get(Zone::Red), SoarVerdict::Malicious);
-        assert_eq!(c.secrets(), ["user:pa ss", "pa ss"]);
+        assert_eq!(c.secrets(), ["user:pa ss", "pa ss", "dXNlcjpwYSBzcw=="]);
     }
 
     #[test]
@@ -671,5 +678,26 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn echoed_basic_credentials_are_scrubbed() {
+        // A server that echoed the Authorization header put base64("user:password")
+        // in error messages, verdict fields and --full output: only the plain
+        // key and password were secrets. Found by host-harness/tests/secrets.rs.
+        let c = resolve_env(
+            &[("TIP_API_KEY", "alice:hunter2-pw"), ("TIP_AUTH", "basic")],
+            empty_settings(),
+            Purpose::Verdict,
+        )
+        .unwrap();
+        let token = crate::error::basic_token("alice:hunter2-pw");
+        assert!(c.secrets().contains(&token.as_str()));
+        let echoed = crate::error::Error::Unauthorized {
+            excerpt: format!("you sent Basic {token}"),
+        };
+        let text = format!("{:?}", echoed.into_wit(&c.secrets()));
+        assert!(!text.contains(&token), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
     }
 }

@@ -2,8 +2,6 @@
 
 use std::net::IpAddr;
 
-use base64::Engine as _;
-
 use crate::bindings::{ApiFlavour, AuthScheme};
 use crate::config::Config;
 use crate::error::Error;
@@ -96,10 +94,7 @@ pub fn build_request(config: &Config, ip: IpAddr) -> Result<HttpRequest, Error> 
         AuthScheme::Bearer => ("authorization".to_owned(), format!("Bearer {key}")),
         AuthScheme::Basic => (
             "authorization".to_owned(),
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            ),
+            format!("Basic {}", crate::error::basic_token(key)),
         ),
     };
     Ok(HttpRequest {

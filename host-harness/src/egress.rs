@@ -22,8 +22,8 @@ use crate::recordings::{
 /// Largest body the record mode will buffer.
 const RECORD_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Where requests may go.
-#[derive(Debug, Clone)]
+/// Where requests may go. `Debug` hides the secrets of the record mode.
+#[derive(Clone)]
 pub enum Egress {
     /// Answer from recordings; deny everything else.
     Replay(Arc<RecordingSet>),
@@ -41,6 +41,25 @@ pub enum Egress {
         /// Values to scrub from what is written (the API key).
         secrets: Vec<String>,
     },
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Egress::Replay(set) => f.debug_tuple("Replay").field(&set.len()).finish(),
+            Egress::Live { allowed } => f.debug_struct("Live").field("allowed", allowed).finish(),
+            Egress::Record {
+                allowed,
+                dir,
+                secrets,
+            } => f
+                .debug_struct("Record")
+                .field("allowed", allowed)
+                .field("dir", dir)
+                .field("secrets", &format_args!("[{} redacted]", secrets.len()))
+                .finish(),
+        }
+    }
 }
 
 /// What happened to one request, for tests and diagnostics. Holds no header values.
@@ -106,6 +125,15 @@ fn scrub(text: &str, secrets: &[String]) -> String {
     tip_enrich::error::scrub(text, &refs)
 }
 
+/// The secrets, each also in base64 as basic auth sends it (a server may
+/// echo the `Authorization` header into a body or header it answers with).
+fn with_encoded(secrets: &[String]) -> Vec<String> {
+    secrets
+        .iter()
+        .flat_map(|s| [s.clone(), tip_enrich::error::basic_token(s)])
+        .collect()
+}
+
 fn scrub_bytes(body: &[u8], secrets: &[String]) -> Vec<u8> {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     tip_enrich::error::scrub_bytes(body.to_vec(), &refs)
@@ -164,7 +192,9 @@ impl WasiHttpHooks for Hooks {
                 let allowed_here = authority == *allowed;
                 self.record_seen(&request, allowed_here);
                 let record = match &self.egress {
-                    Egress::Record { dir, secrets, .. } => Some((dir.clone(), secrets.clone())),
+                    Egress::Record { dir, secrets, .. } => {
+                        Some((dir.clone(), with_encoded(secrets)))
+                    }
                     _ => None,
                 };
                 Box::new(async move {
