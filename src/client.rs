@@ -101,7 +101,10 @@ fn interpret(
             let retry_after = response
                 .header("retry-after")
                 .and_then(|v| parse_retry_after(v, now_unix));
-            Err(status_error(status, &response.body, retry_after))
+            // Scrubbed before the excerpt is cut, so no `Error` ever holds
+            // an echoed key (not even before `into_wit`).
+            let body = scrub_bytes(response.body, &config.secrets());
+            Err(status_error(status, &body, retry_after))
         }
     }
 }
@@ -348,5 +351,30 @@ impl<'a> Client<'a> {
             data_feeds: sections.data_feeds,
             raw_json,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::empty_settings;
+
+    #[test]
+    fn error_excerpts_are_scrubbed_before_any_error_holds_them() {
+        const KEY: &str = "client-secret-key-5e6f7a8b";
+        let mut settings = empty_settings();
+        settings.api_key = Some(KEY.into());
+        let config = Config::resolve(&settings, &|_| None, Purpose::Verdict).unwrap();
+        for status in [400, 401, 403, 429, 500] {
+            let response = HttpResponse {
+                status,
+                headers: vec![],
+                body: format!("rejected key {KEY}").into_bytes(),
+            };
+            let e = interpret(&config, Purpose::Verdict, Ok(response), None).unwrap_err();
+            let text = format!("{e:?} {e}");
+            assert!(!text.contains(KEY), "{status}: {text}");
+            assert!(text.contains("rejected key"), "{status}: {text}");
+        }
     }
 }

@@ -32,8 +32,8 @@ use crate::runtime::{Runtime, Ticker, load_component, ticks};
 /// The service component built from this checkout by `build.rs`.
 pub const SERVICE_COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_SERVICE_COMPONENT_PATH"));
 
-/// How the server runs.
-#[derive(Debug, Clone)]
+/// How the server runs. `Debug` shows the `wasi:config` keys, never their values.
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Egress policy of every instance.
     pub egress: Egress,
@@ -49,6 +49,26 @@ pub struct ServeOptions {
     pub log_requests: bool,
     /// Requests the instances made (for tests).
     pub log: RequestLog,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("egress", &self.egress)
+            .field(
+                "config",
+                &self
+                    .config
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("max_memory_bytes", &self.max_memory_bytes)
+            .field("request_budget", &self.request_budget)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("log_requests", &self.log_requests)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Store data of one request's instance.
@@ -243,5 +263,29 @@ pub async fn serve(
                 eprintln!("tip-enrich: connection from {peer}: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::Egress;
+
+    #[test]
+    fn serve_options_debug_hides_config_values() {
+        let options = ServeOptions {
+            egress: Egress::Live {
+                allowed: "127.0.0.1:1".into(),
+            },
+            config: vec![("tip_api_key".into(), "sekrit-key-value".into())],
+            max_memory_bytes: 1,
+            request_budget: Duration::from_secs(1),
+            max_in_flight: 1,
+            log_requests: false,
+            log: RequestLog::default(),
+        };
+        let text = format!("{options:?}");
+        assert!(text.contains("tip_api_key"), "{text}");
+        assert!(!text.contains("sekrit"), "{text}");
     }
 }
