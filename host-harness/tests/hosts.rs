@@ -14,7 +14,7 @@ mod common;
 #[path = "../../tests/support/expect.rs"]
 mod expect;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -487,20 +487,8 @@ fn free_port() -> u16 {
 
 /// GET over HTTP/1.0 (so the body ends at close): status and body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    (status, body.to_owned())
+    let a = common::serving::request(addr, "GET", path, "");
+    (a.status, a.body)
 }
 
 fn json(body: &str) -> Value {

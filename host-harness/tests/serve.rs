@@ -4,140 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serving::Serving;
 use common::{Action, Server};
 use serde_json::{Value, json};
 
 const KEY: &str = "serve-secret-key-0a1b2c3d4e5f";
-
-/// A running `tip-enrich serve`, killed on drop; its stderr is collected.
-struct Serving {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serving {
-    fn start(args: &[&str], key: Option<&str>) -> Serving {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tip-enrich"));
-        cmd.env_remove("TIP_API_KEY")
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(key) = key {
-            cmd.env("TIP_API_KEY", key);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let pipe = child.stderr.take().unwrap();
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("serving http://").nth(1) {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                        let _ = tx.send(addr);
-                    }
-                    stderr.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        // Compiling the component can take a while on a busy machine.
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("serve did not start: {}", stderr.lock().unwrap()));
-        Serving {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// One request on its own connection: (status, lower-case headers, body).
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> (u16, Vec<(String, String)>, String) {
-        let mut conn = TcpStream::connect(&self.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        write!(
-            conn,
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        conn.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8(raw).unwrap();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-        let body = if chunked {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        };
-        (status, headers, body)
-    }
-
-    fn get_json(&self, path: &str) -> (u16, Value) {
-        let (status, _, body) = self.request("GET", path, "");
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
-        )
-    }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
 
 /// The CLI's line for `ip` from the bundled recordings.
 fn cli_line(ip: &str) -> Value {
@@ -151,7 +25,7 @@ fn cli_line(ip: &str) -> Value {
 
 #[test]
 fn serve_answers_every_route_like_the_cli() {
-    let serving = Serving::start(&["--replay", host_harness::BUNDLED_RECORDINGS], None);
+    let serving = Serving::start(&["--replay", host_harness::BUNDLED_RECORDINGS], &[]);
 
     let (status, health) = serving.get_json("/healthz");
     assert_eq!(status, 200);
@@ -160,23 +34,23 @@ fn serve_answers_every_route_like_the_cli() {
 
     // The same fields, in the same order, as the CLI's line.
     for ip in ["45.9.148.108", "10.0.0.1", "2a0e:1c80:1::1"] {
-        let (status, _, body) = serving.request("GET", &format!("/v1/ip/{ip}"), "");
-        assert_eq!(status, 200, "{body}");
+        let a = serving.request("GET", &format!("/v1/ip/{ip}"), "");
+        assert_eq!(a.status, 200, "{}", a.body);
         let expected = serde_json::to_string(&cli_line(ip)).unwrap();
-        assert_eq!(body, expected, "GET /v1/ip/{ip}");
+        assert_eq!(a.body, expected, "GET /v1/ip/{ip}");
     }
     // Percent-encoded colons.
     let (status, v) = serving.get_json("/v1/ip/2a0e%3A1c80%3A1%3A%3A1");
     assert_eq!((status, &v["ip"]), (200, &json!("2a0e:1c80:1::1")));
 
     // A batch answers in input order, errors in place.
-    let (status, _, body) = serving.request(
+    let a = serving.request(
         "POST",
         "/v1/ip",
         r#"["10.0.0.1", "not-an-ip", "45.9.148.108", "10.0.0.1"]"#,
     );
-    assert_eq!(status, 200, "{body}");
-    let items: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let items: Vec<Value> = serde_json::from_str(&a.body).unwrap();
     assert_eq!(items.len(), 4);
     assert_eq!(items[0], cli_line("10.0.0.1"));
     assert_eq!(items[1]["error"]["kind"], "invalid-ip");
@@ -195,11 +69,11 @@ fn serve_answers_every_route_like_the_cli() {
     // Client errors.
     let (status, v) = serving.get_json("/v1/ip/not-an-ip");
     assert_eq!((status, &v["error"]["kind"]), (400, &json!("invalid-ip")));
-    let (status, _, body) = serving.request("POST", "/v1/ip", r#"{"ips": []}"#);
-    assert_eq!(status, 400, "{body}");
-    let (status, headers, _) = serving.request("DELETE", "/v1/ip/1.2.3.4", "");
-    assert_eq!(status, 405);
-    assert!(headers.contains(&("allow".into(), "GET".into())));
+    let a = serving.request("POST", "/v1/ip", r#"{"ips": []}"#);
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = serving.request("DELETE", "/v1/ip/1.2.3.4", "");
+    assert_eq!(a.status, 405);
+    assert_eq!(a.header("allow"), Some("GET"));
     assert_eq!(serving.get_json("/nope").0, 404);
     assert_eq!(serving.get_json("/v1/ip/1.2.3.4?format=xml").0, 400);
 
@@ -240,7 +114,7 @@ fn serve_maps_api_failures_to_statuses_without_the_key() {
             "--timeout-ms",
             "1500",
         ],
-        Some(KEY),
+        &[("TIP_API_KEY", KEY)],
     );
 
     let cases = [
@@ -253,25 +127,23 @@ fn serve_maps_api_failures_to_statuses_without_the_key() {
     let mut everything = String::new();
     for (ip, status, kind) in cases {
         let started = Instant::now();
-        let (got, headers, body) = serving.request("GET", &format!("/v1/ip/{ip}"), "");
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let a = serving.request("GET", &format!("/v1/ip/{ip}"), "");
+        let v: Value = serde_json::from_str(&a.body).unwrap();
         assert_eq!(
-            (got, v["error"]["kind"].as_str()),
+            (a.status, v["error"]["kind"].as_str()),
             (status, Some(kind)),
-            "{ip}: {body}"
+            "{ip}: {}",
+            a.body
         );
         if ip == "2.2.2.2" {
-            assert!(
-                headers.contains(&("retry-after".into(), "7".into())),
-                "{headers:?}"
-            );
+            assert_eq!(a.header("retry-after"), Some("7"), "{:?}", a.headers);
             assert_eq!(v["error"]["retry_after_secs"], 7);
         }
         if ip == "3.3.3.3" {
             // A hang guard, not a speed assertion: the 1.5 s limit held.
             assert!(started.elapsed() < Duration::from_secs(25));
         }
-        everything.push_str(&format!("{headers:?}{body}"));
+        everything.push_str(&a.raw);
     }
     // The key went to the API, and nowhere else.
     let seen = api.seen();
@@ -287,7 +159,10 @@ fn serve_maps_api_failures_to_statuses_without_the_key() {
 fn serve_misconfigured_says_so_on_healthz_and_answers_500() {
     let api = Server::start(|_| Action::json(200, "{}"));
     // Basic auth needs `user:password`: this key is not one.
-    let serving = Serving::start(&["--base-url", &api.url(), "--auth", "basic"], Some(KEY));
+    let serving = Serving::start(
+        &["--base-url", &api.url(), "--auth", "basic"],
+        &[("TIP_API_KEY", KEY)],
+    );
     let (status, health) = serving.get_json("/healthz");
     assert_eq!(status, 200, "liveness holds while misconfigured");
     assert_eq!(health["configured"], false);

@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::serving::{Serving, request};
 use common::{Action, Seen, Server};
 use host_harness::egress::Egress;
 use host_harness::serve::{SERVICE_COMPONENT, ServeOptions, Service};
@@ -20,24 +18,10 @@ const KEY: &str = "serve-hardening-key-3e2d1c0b";
 /// base64("alice:" + KEY), as basic auth sends it.
 const BASIC_TOKEN: &str = "YWxpY2U6c2VydmUtaGFyZGVuaW5nLWtleS0zZTJkMWMwYg==";
 
-/// One request on its own connection: (status, whole response text).
+/// One GET on its own connection: (status, whole response text).
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {text}"));
-    (status, text)
+    let a = request(addr, "GET", path, "");
+    (a.status, a.raw)
 }
 
 /// The service in this process, its egress allowed to `allowed` while its
@@ -97,54 +81,19 @@ fn serve_denies_a_host_other_than_the_allowed_one() {
     assert_eq!(allowed.seen().len(), 1);
 }
 
-/// A running `tip-enrich serve`, killed on drop; stderr collected.
-struct Serving {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serving {
-    fn start(args: &[&str], key: &str) -> Serving {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
-            .env("TIP_API_KEY", key)
-            .env("TIP_ENRICH_CACHE_DIR", "")
-            .env("RUST_BACKTRACE", "1")
-            .args(["serve", "--listen", "127.0.0.1:0", "--retries", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let collected = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                collected.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("serve did not start: {}", stderr.lock().unwrap()));
-        Serving {
-            child,
-            addr,
-            stderr,
-        }
-    }
+/// `tip-enrich serve` with `key`, no retries, no compile cache, and
+/// `RUST_BACKTRACE` set (so a backtrace would show if it reached a message).
+fn serve_with(args: &[&str], key: &str) -> Serving {
+    let mut all = vec!["--retries", "0"];
+    all.extend_from_slice(args);
+    Serving::start(
+        &all,
+        &[
+            ("TIP_API_KEY", key),
+            ("TIP_ENRICH_CACHE_DIR", ""),
+            ("RUST_BACKTRACE", "1"),
+        ],
+    )
 }
 
 #[test]
@@ -152,7 +101,7 @@ fn serve_does_not_follow_a_redirect_to_another_host() {
     let other = Server::start(|_| Action::json(200, r#"{"Zone":"Green"}"#));
     let location = format!("{}/api/ip/8.8.8.8", other.url());
     let allowed = Server::start(move |_| Action::redirect(302, &location));
-    let serving = Serving::start(&["--base-url", &allowed.url()], KEY);
+    let serving = serve_with(&["--base-url", &allowed.url()], KEY);
     let (status, text) = get(&serving.addr, "/v1/ip/8.8.8.8");
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("\"upstream\""), "{text}");
@@ -203,7 +152,7 @@ fn serve_answers_and_logs_never_carry_the_key() {
         ("basic", format!("alice:{KEY}")),
     ] {
         let api = Server::start(echoing);
-        let serving = Serving::start(&["--base-url", &api.url(), "--auth", auth], &key);
+        let serving = serve_with(&["--base-url", &api.url(), "--auth", auth], &key);
         let mut everything = String::new();
         for path in [
             "/healthz",
@@ -221,7 +170,7 @@ fn serve_answers_and_logs_never_carry_the_key() {
             everything.contains("[redacted]"),
             "{auth}: the echo was scrubbed, not lost: {everything}"
         );
-        everything.push_str(&serving.stderr.lock().unwrap());
+        everything.push_str(&serving.stderr());
         for secret in [KEY, BASIC_TOKEN] {
             assert!(
                 !everything.contains(secret),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod serving;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
