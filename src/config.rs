@@ -157,9 +157,8 @@ pub struct Config {
     pub retry_after_cap_ms: u32,
     /// Cache TTL, s (0: off).
     pub cache_ttl_secs: u32,
-    /// The key as basic auth sends it (base64), made from `api_key` when resolved:
-    /// a server that echoes the `Authorization` header echoes this.
-    pub(crate) encoded_key: Option<String>,
+    /// [`key_secrets`] of `api_key`, made once when resolved.
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -178,19 +177,23 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The secrets that an API key makes: the key, for basic auth's
+/// `user:password` the password alone, and the key in base64 as the basic
+/// scheme sends it (a server may echo the `Authorization` header). Every
+/// scrubber uses this list: the core's messages and the host's recordings.
+pub fn key_secrets(key: &str) -> Vec<String> {
+    let mut out = vec![key.to_owned()];
+    if let Some((_, password)) = key.split_once(':') {
+        out.push(password.to_owned());
+    }
+    out.push(crate::error::basic_token(key));
+    out
+}
+
 impl Config {
-    /// The secrets a message must never show: the key, for basic auth the
-    /// password alone, and the key in base64 as the basic scheme sends it.
+    /// The secrets a message must never show ([`key_secrets`] of the key).
     pub fn secrets(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        if let Some(key) = self.api_key.as_deref() {
-            out.push(key);
-            if let Some((_, password)) = key.split_once(':') {
-                out.push(password);
-            }
-        }
-        out.extend(self.encoded_key.as_deref());
-        out
+        self.secrets.iter().map(String::as_str).collect()
     }
 
     /// The key, or a config error saying how to set it.
@@ -411,9 +414,9 @@ impl Config {
         )?;
         let cache_ttl_secs = ms(settings.cache_ttl_secs, "TIP_CACHE_TTL_SECS", 600)?;
 
-        let encoded_key = api_key.as_deref().map(crate::error::basic_token);
+        let secrets = api_key.as_deref().map(key_secrets).unwrap_or_default();
         Ok(Config {
-            encoded_key,
+            secrets,
             concurrency,
             retries,
             deadline_ms,

@@ -38,7 +38,7 @@ pub enum Egress {
         allowed: String,
         /// Where recordings go.
         dir: PathBuf,
-        /// Values to scrub from what is written (the API key).
+        /// Values to scrub from what is written: `tip_enrich::config::key_secrets` of the key.
         secrets: Vec<String>,
     },
 }
@@ -125,15 +125,6 @@ fn scrub(text: &str, secrets: &[String]) -> String {
     tip_enrich::error::scrub(text, &refs)
 }
 
-/// The secrets, each also in base64 as basic auth sends it (a server may
-/// echo the `Authorization` header into a body or header it answers with).
-fn with_encoded(secrets: &[String]) -> Vec<String> {
-    secrets
-        .iter()
-        .flat_map(|s| [s.clone(), tip_enrich::error::basic_token(s)])
-        .collect()
-}
-
 fn scrub_bytes(body: &[u8], secrets: &[String]) -> Vec<u8> {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     tip_enrich::error::scrub_bytes(body.to_vec(), &refs)
@@ -192,9 +183,7 @@ impl WasiHttpHooks for Hooks {
                 let allowed_here = authority == *allowed;
                 self.record_seen(&request, allowed_here);
                 let record = match &self.egress {
-                    Egress::Record { dir, secrets, .. } => {
-                        Some((dir.clone(), with_encoded(secrets)))
-                    }
+                    Egress::Record { dir, secrets, .. } => Some((dir.clone(), secrets.clone())),
                     _ => None,
                 };
                 Box::new(async move {

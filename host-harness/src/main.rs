@@ -265,19 +265,11 @@ fn egress(cli: &Cli, key: Option<String>) -> Result<(Egress, Option<String>)> {
         Some(dir) => Egress::Record {
             allowed,
             dir: dir.clone(),
-            secrets: secrets_of(&key),
+            secrets: tip_enrich::config::key_secrets(&key),
         },
         None => Egress::Live { allowed },
     };
     Ok((egress, Some(key)))
-}
-
-fn secrets_of(key: &str) -> Vec<String> {
-    let mut out = vec![key.to_owned()];
-    if let Some((_, password)) = key.split_once(':') {
-        out.push(password.to_owned());
-    }
-    out
 }
 
 /// Reads addresses from stdin lazily, skipping blank and `#` lines.
