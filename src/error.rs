@@ -289,13 +289,10 @@ pub fn excerpt(body: &[u8]) -> String {
 /// characters plus an ellipsis. Cuts on characters, never inside one.
 pub fn host_detail(debug: &str) -> String {
     let text = debug.split("Stack backtrace:").next().unwrap_or_default();
-    let mut words = text
-        .split_whitespace()
-        .flat_map(|word| std::iter::once(' ').chain(word.chars().collect::<Vec<_>>()))
-        .skip(1)
-        .filter(|c| !c.is_control());
-    let mut out: String = words.by_ref().take(DETAIL_CHARS).collect();
-    if words.next().is_some() {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = one_line.chars().filter(|c| !c.is_control());
+    let mut out: String = chars.by_ref().take(DETAIL_CHARS).collect();
+    if chars.next().is_some() {
         out.push('…');
     }
     out

@@ -15,6 +15,7 @@ use tip_enrich::bindings::{
 use tip_enrich::client::{Client, HttpResponse, Limits, SendError, Ticket, Transport};
 use tip_enrich::config::{VerdictMap, empty_settings};
 use tip_enrich::error::{excerpt, kind};
+use tip_enrich::json::error_message;
 use tip_enrich::request::HttpRequest;
 use tip_enrich::response::parse_answer;
 use tip_enrich::verdict::{SUSPICIOUS_SCORES, from_sections};
@@ -226,24 +227,16 @@ pub fn check_verdict(v: &Verdict, ip: IpAddr, default_map: bool) {
 fn check_error(e: &EnrichError, status: u16) {
     let text = format!("{e:?}");
     assert!(!text.contains(KEY), "the key leaked into an error: {text}");
-    let message = match e {
-        EnrichError::InvalidIp(m)
-        | EnrichError::BadRequest(m)
-        | EnrichError::Unauthorized(m)
-        | EnrichError::QuotaExceeded(m)
-        | EnrichError::Timeout(m)
-        | EnrichError::Transport(m)
-        | EnrichError::MalformedResponse(m)
-        | EnrichError::Config(m) => m,
+    match e {
         EnrichError::RateLimited(r) => {
             assert!(r.retry_after_secs.is_none_or(|s| s <= 86_400));
-            &r.message
         }
         EnrichError::Upstream(u) => {
             assert_eq!(u.status, status, "upstream error names another status");
-            &u.message
         }
-    };
+        _ => {}
+    }
+    let message = error_message(e);
     assert!(
         !message.chars().any(char::is_control),
         "control characters in an error message: {message:?}"

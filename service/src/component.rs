@@ -16,7 +16,7 @@ use tip_enrich::wasi_http::{WasiHttp, environment};
 
 use crate::http::{
     Answer, MAX_BODY_BYTES, Route, batch_answer, body_too_large, health_answer, merge_settings,
-    parse_batch, route, static_answer, verdict_answer,
+    parse_batch, route, verdict_answer,
 };
 
 #[cfg(all(feature = "spin", feature = "wasmcloud"))]
@@ -135,11 +135,7 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Answer> {
 fn answer(request: &IncomingRequest) -> Answer {
     let method = request.method();
     let path = request.path_with_query().unwrap_or_else(|| "/".into());
-    let route = route(method_name(&method), &path);
-    if let Some(answer) = static_answer(&route) {
-        return answer;
-    }
-    match route {
+    match route(method_name(&method), &path) {
         Route::Health => health(),
         Route::Verdict { ip, format } => {
             let result = with_client(|c| c.enrich(&ip, &empty_settings()));
@@ -153,10 +149,7 @@ fn answer(request: &IncomingRequest) -> Answer {
             let results = with_client(|c| c.enrich_batch(&ips, &empty_settings()));
             batch_answer(&ips, &results, format)
         }
-        // Answered by `static_answer`.
-        Route::NotFound | Route::MethodNotAllowed { .. } | Route::BadFormat(_) => {
-            Answer::problem(404, "not-found", "no such route")
-        }
+        Route::Refused(refusal) => refusal.answer(),
     }
 }
 

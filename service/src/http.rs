@@ -30,6 +30,13 @@ pub enum Route {
     Batch { format: Format },
     /// `GET /healthz`.
     Health,
+    /// A request the service answers without a lookup.
+    Refused(Refusal),
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
     /// A path the service does not have.
     NotFound,
     /// A known path with another method; `allow` lists the methods it takes.
@@ -115,18 +122,19 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
     };
     let format = match format_of(query) {
         Ok(f) => f,
-        Err(bad) => return Route::BadFormat(bad),
+        Err(bad) => return Route::Refused(Refusal::BadFormat(bad)),
     };
     let get = method.eq_ignore_ascii_case("GET");
+    let allow = |allow| Route::Refused(Refusal::MethodNotAllowed { allow });
     match path.trim_end_matches('/') {
         "/healthz" if get => Route::Health,
-        "/healthz" => Route::MethodNotAllowed { allow: "GET" },
+        "/healthz" => allow("GET"),
         "/v1/ip" if method.eq_ignore_ascii_case("POST") => Route::Batch { format },
-        "/v1/ip" => Route::MethodNotAllowed { allow: "POST" },
+        "/v1/ip" => allow("POST"),
         p => match p.strip_prefix("/v1/ip/") {
             Some(ip) if !ip.contains('/') && !ip.is_empty() => {
                 if !get {
-                    return Route::MethodNotAllowed { allow: "GET" };
+                    return allow("GET");
                 }
                 match percent_decode(ip) {
                     Some(ip) => Route::Verdict { ip, format },
@@ -137,34 +145,35 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
                     },
                 }
             }
-            _ => Route::NotFound,
+            _ => Route::Refused(Refusal::NotFound),
         },
     }
 }
 
-/// The answer for a route that needs no lookup; `None` for the ones that do.
-pub fn static_answer(route: &Route) -> Option<Answer> {
-    match route {
-        Route::NotFound => Some(Answer::problem(
-            404,
-            "not-found",
-            "no such route: try GET /v1/ip/{ip}, POST /v1/ip or GET /healthz",
-        )),
-        Route::MethodNotAllowed { allow } => {
-            let mut a = Answer::problem(
-                405,
-                "method-not-allowed",
-                &format!("this route takes {allow}"),
-            );
-            a.headers.push(("allow".into(), (*allow).into()));
-            Some(a)
+impl Refusal {
+    /// The answer: 404, 405 with `Allow`, or 400.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Refusal::NotFound => Answer::problem(
+                404,
+                "not-found",
+                "no such route: try GET /v1/ip/{ip}, POST /v1/ip or GET /healthz",
+            ),
+            Refusal::MethodNotAllowed { allow } => {
+                let mut a = Answer::problem(
+                    405,
+                    "method-not-allowed",
+                    &format!("this route takes {allow}"),
+                );
+                a.headers.push(("allow".into(), (*allow).into()));
+                a
+            }
+            Refusal::BadFormat(bad) => Answer::problem(
+                400,
+                "bad-format",
+                &format!("format must be native or ecs, not {bad:?}"),
+            ),
         }
-        Route::BadFormat(bad) => Some(Answer::problem(
-            400,
-            "bad-format",
-            &format!("format must be native or ecs, not {bad:?}"),
-        )),
-        Route::Verdict { .. } | Route::Batch { .. } | Route::Health => None,
     }
 }
 
@@ -368,17 +377,20 @@ mod tests {
         assert_eq!(route("GET", "/healthz"), Route::Health);
         assert_eq!(
             route("DELETE", "/v1/ip/1.2.3.4"),
-            Route::MethodNotAllowed { allow: "GET" }
+            Route::Refused(Refusal::MethodNotAllowed { allow: "GET" })
         );
         assert_eq!(
             route("GET", "/v1/ip"),
-            Route::MethodNotAllowed { allow: "POST" }
+            Route::Refused(Refusal::MethodNotAllowed { allow: "POST" })
         );
-        assert_eq!(route("GET", "/v1/ip/a/b"), Route::NotFound);
-        assert_eq!(route("GET", "/"), Route::NotFound);
+        assert_eq!(
+            route("GET", "/v1/ip/a/b"),
+            Route::Refused(Refusal::NotFound)
+        );
+        assert_eq!(route("GET", "/"), Route::Refused(Refusal::NotFound));
         assert_eq!(
             route("GET", "/v1/ip/1.2.3.4?format=xml"),
-            Route::BadFormat("xml".into())
+            Route::Refused(Refusal::BadFormat("xml".into()))
         );
     }
 
