@@ -177,9 +177,10 @@ const fn a6(s0: u16, s1: u16, s2: u16) -> Ipv6Addr {
 }
 
 /// IPv6 blocks inside 2001::/23 that IANA marks globally reachable.
-const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 6] = [
+const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 7] = [
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 1), 128),
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 2), 128),
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 3), 128),
     Ipv6Net::new_assert(a6(0x2001, 3, 0), 32),
     Ipv6Net::new_assert(a6(0x2001, 4, 0x112), 48),
     Ipv6Net::new_assert(a6(0x2001, 0x20, 0), 28),
@@ -355,7 +356,12 @@ mod tests {
         assert_eq!(block("3fff::1"), Some("3fff::/20"));
         assert_eq!(block("2001:20::1"), None, "ORCHIDv2 is globally reachable");
         assert_eq!(block("2001:1::1"), None);
-        assert_eq!(block("2001:1::3"), Some("2001::/23"));
+        assert_eq!(
+            block("2001:1::3"),
+            None,
+            "DNS-SD SRP anycast (RFC 9665) is globally reachable"
+        );
+        assert_eq!(block("2001:1::4"), Some("2001::/23"));
         assert_eq!(block("2a00:1450:4001::200e"), None);
         assert_eq!(block("::ffff:10.0.0.1"), Some("10.0.0.0/8"));
     }
