@@ -176,8 +176,13 @@ const fn a6(s0: u16, s1: u16, s2: u16) -> Ipv6Addr {
     Ipv6Addr::new(s0, s1, s2, 0, 0, 0, 0, 0)
 }
 
-/// IPv6 blocks inside 2001::/23 that IANA marks globally reachable.
-const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 7] = [
+/// IPv6 blocks inside 2001::/23 whose own registry entry overrides its "False"
+/// ("unless allowed by a more specific allocation"): Globally Reachable True,
+/// or N/A for Teredo, which is looked up like 6to4 (2002::/16, also N/A): its
+/// addresses stand for real hosts on the IPv4 Internet (RFC 4380 section 5;
+/// RFC 6890 errata 3921, "the global scope of TEREDO prefix is not false").
+const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 8] = [
+    Ipv6Net::new_assert(a6(0x2001, 0, 0), 32),
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 1), 128),
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 2), 128),
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 3), 128),
@@ -362,6 +367,9 @@ mod tests {
             "DNS-SD SRP anycast (RFC 9665) is globally reachable"
         );
         assert_eq!(block("2001:1::4"), Some("2001::/23"));
+        assert_eq!(block("2001:0:4136:e378::1"), None, "Teredo is looked up");
+        assert_eq!(block("2001:1::"), Some("2001::/23"));
+        assert_eq!(block("2002:c000:0204::1"), None, "6to4 is looked up");
         assert_eq!(block("2a00:1450:4001::200e"), None);
         assert_eq!(block("::ffff:10.0.0.1"), Some("10.0.0.0/8"));
     }
