@@ -126,7 +126,7 @@ const V4_GLOBAL_EXCEPTIONS: [Ipv4Net; 2] = [
 /// IPv4 blocks that are not globally reachable: the IANA IPv4 Special-Purpose
 /// Address Registry (RFC 6890 and updates) entries marked "Globally Reachable:
 /// False" or N/A, plus multicast. Most specific entries first.
-const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 19] = [
+const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 21] = [
     v4!(255, 255, 255, 255 / 32, "limited broadcast, RFC 919"),
     v4!(
         192,
@@ -138,6 +138,7 @@ const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 19] = [
     v4!(192, 0, 0, 8 / 32, "IPv4 dummy address, RFC 7600"),
     v4!(192, 0, 0, 170 / 31, "NAT64/DNS64 discovery, RFC 8880"),
     v4!(192, 0, 0, 0 / 24, "IETF protocol assignments, RFC 6890"),
+    v4!(0, 0, 0, 0 / 32, "\"this host on this network\", RFC 1122"),
     v4!(0, 0, 0, 0 / 8, "\"this network\", RFC 791"),
     v4!(10, 0, 0, 0 / 8, "private use, RFC 1918"),
     v4!(100, 64, 0, 0 / 10, "shared address space (CGNAT), RFC 6598"),
@@ -145,6 +146,7 @@ const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 19] = [
     v4!(169, 254, 0, 0 / 16, "link-local, RFC 3927"),
     v4!(172, 16, 0, 0 / 12, "private use, RFC 1918"),
     v4!(192, 0, 2, 0 / 24, "documentation TEST-NET-1, RFC 5737"),
+    v4!(192, 88, 99, 2 / 32, "6a44-relay anycast address, RFC 6751"),
     v4!(
         192,
         88,
@@ -194,7 +196,7 @@ const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 8] = [
 
 /// IPv6 blocks that are not globally reachable (IANA IPv6 Special-Purpose
 /// Address Registry, "Globally Reachable: False"), plus multicast.
-const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 13] = [
+const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
     v6!(
         Ipv6Addr::UNSPECIFIED,
         128,
@@ -209,6 +211,12 @@ const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 13] = [
         "local-use IPv4/IPv6 translation, RFC 8215"
     ),
     v6!(a6(0x100, 0, 0), 64, "100::/64", "discard-only, RFC 6666"),
+    v6!(
+        Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0),
+        64,
+        "100:0:0:1::/64",
+        "dummy IPv6 prefix, RFC 9780"
+    ),
     v6!(
         a6(0x2001, 2, 0),
         48,
@@ -341,7 +349,10 @@ mod tests {
         assert_eq!(block("198.51.100.7"), Some("198.51.100.0/24"));
         assert_eq!(block("203.0.113.9"), Some("203.0.113.0/24"));
         assert_eq!(block("255.255.255.255"), Some("255.255.255.255/32"));
-        assert_eq!(block("0.0.0.0"), Some("0.0.0.0/8"));
+        assert_eq!(block("0.0.0.0"), Some("0.0.0.0/32"));
+        assert_eq!(block("0.0.0.1"), Some("0.0.0.0/8"));
+        assert_eq!(block("192.88.99.2"), Some("192.88.99.2/32"));
+        assert_eq!(block("192.88.99.1"), Some("192.88.99.0/24"));
         assert_eq!(block("224.0.0.251"), Some("224.0.0.0/4"));
         assert_eq!(block("240.0.0.1"), Some("240.0.0.0/4"));
         assert_eq!(
@@ -359,6 +370,9 @@ mod tests {
         assert_eq!(block("ff02::1"), Some("ff00::/8"));
         assert_eq!(block("2001:db8::1"), Some("2001:db8::/32"));
         assert_eq!(block("3fff::1"), Some("3fff::/20"));
+        assert_eq!(block("100:0:0:1::1"), Some("100:0:0:1::/64"));
+        assert_eq!(block("100::ffff"), Some("100::/64"));
+        assert_eq!(block("100:0:0:2::"), None);
         assert_eq!(block("2001:20::1"), None, "ORCHIDv2 is globally reachable");
         assert_eq!(block("2001:1::1"), None);
         assert_eq!(
