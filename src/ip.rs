@@ -201,16 +201,26 @@ const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
         Ipv6Addr::UNSPECIFIED,
         128,
         "::/128",
-        "unspecified, RFC 4291"
+        "unspecified address, RFC 4291"
     ),
-    v6!(Ipv6Addr::LOCALHOST, 128, "::1/128", "loopback, RFC 4291"),
+    v6!(
+        Ipv6Addr::LOCALHOST,
+        128,
+        "::1/128",
+        "loopback address, RFC 4291"
+    ),
     v6!(
         a6(0x64, 0xff9b, 1),
         48,
         "64:ff9b:1::/48",
         "local-use IPv4/IPv6 translation, RFC 8215"
     ),
-    v6!(a6(0x100, 0, 0), 64, "100::/64", "discard-only, RFC 6666"),
+    v6!(
+        a6(0x100, 0, 0),
+        64,
+        "100::/64",
+        "discard-only address block, RFC 6666"
+    ),
     v6!(
         Ipv6Addr::new(0x100, 0, 0, 1, 0, 0, 0, 0),
         64,
@@ -233,7 +243,7 @@ const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
         a6(0x2001, 0x10, 0),
         28,
         "2001:10::/28",
-        "deprecated ORCHID, RFC 4843"
+        "deprecated (previously ORCHID), RFC 4843"
     ),
     v6!(
         a6(0x2001, 0, 0),
@@ -246,7 +256,7 @@ const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
         a6(0x5f00, 0, 0),
         16,
         "5f00::/16",
-        "segment routing SIDs, RFC 9602"
+        "segment routing (SRv6) SIDs, RFC 9602"
     ),
     v6!(a6(0xfc00, 0, 0), 7, "fc00::/7", "unique local, RFC 4193"),
     v6!(
