@@ -270,27 +270,38 @@ const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
 
 /// The special-purpose block an address belongs to, if it is not globally
 /// reachable. Such addresses are answered locally, without spending quota.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:0:0/96`, which the registry lists as
+/// not globally reachable) is judged as the IPv4 address it maps, as
+/// [`parse_ip`] normalises it, so `::ffff:8.8.8.8` is looked up like `8.8.8.8`.
 pub fn special_block(ip: IpAddr) -> Option<SpecialBlock> {
     match ip {
-        IpAddr::V4(v4) => {
-            if V4_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v4)) {
-                return None;
-            }
-            V4_SPECIAL
-                .iter()
-                .find(|(net, _)| net.contains(&v4))
-                .map(|(_, b)| *b)
-        }
-        IpAddr::V6(v6) => {
-            if V6_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v6)) {
-                return None;
-            }
-            V6_SPECIAL
-                .iter()
-                .find(|(net, _)| net.contains(&v6))
-                .map(|(_, b)| *b)
-        }
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => special_v4(v4),
+            None => special_v6(v6),
+        },
     }
+}
+
+fn special_v4(v4: Ipv4Addr) -> Option<SpecialBlock> {
+    if V4_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v4)) {
+        return None;
+    }
+    V4_SPECIAL
+        .iter()
+        .find(|(net, _)| net.contains(&v4))
+        .map(|(_, b)| *b)
+}
+
+fn special_v6(v6: Ipv6Addr) -> Option<SpecialBlock> {
+    if V6_GLOBAL_EXCEPTIONS.iter().any(|n| n.contains(&v6)) {
+        return None;
+    }
+    V6_SPECIAL
+        .iter()
+        .find(|(net, _)| net.contains(&v6))
+        .map(|(_, b)| *b)
 }
 
 #[cfg(test)]
@@ -396,5 +407,17 @@ mod tests {
         assert_eq!(block("2002:c000:0204::1"), None, "6to4 is looked up");
         assert_eq!(block("2a00:1450:4001::200e"), None);
         assert_eq!(block("::ffff:10.0.0.1"), Some("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_judged_as_its_ipv4_address_without_parse_ip() {
+        let mapped = |s: &str| {
+            let v4: Ipv4Addr = s.parse().unwrap();
+            special_block(IpAddr::V6(v4.to_ipv6_mapped())).map(|b| b.cidr)
+        };
+        assert_eq!(mapped("10.0.0.1"), Some("10.0.0.0/8"));
+        assert_eq!(mapped("0.0.0.0"), Some("0.0.0.0/32"));
+        assert_eq!(mapped("192.0.0.9"), None);
+        assert_eq!(mapped("8.8.8.8"), None);
     }
 }
