@@ -104,6 +104,27 @@ impl std::fmt::Display for SpecialBlock {
     }
 }
 
+/// The "Last Updated" date of the IANA IPv4 and IPv6 Special-Purpose Address
+/// Registries (titled "IPv4/IPv6 Special-Purpose Address Space" since that
+/// update) that the tables behind [`special_block`] were checked against.
+///
+/// Trimmed copies of both registries are in `tests/iana/`, and a test checks
+/// every entry against the tables. From the registries:
+/// - an entry whose "Globally Reachable" is False is answered locally, under
+///   its own block and name (the most specific entry decides);
+/// - a terminated allocation, which has no flags, is answered locally:
+///   192.88.99.0/24 (6to4 relay anycast, deprecated by RFC 7526) and
+///   2001:10::/28 (the first ORCHID prefix) are not in use;
+/// - an entry whose "Globally Reachable" is True is looked up, and so is one
+///   whose value is N/A: Teredo (2001::/32) and 6to4 (2002::/16), addresses of
+///   hosts on the IPv4 Internet behind a tunnel (RFC 6890 errata 3921);
+/// - IPv4-mapped IPv6 (`::ffff:0:0/96`) is judged as the IPv4 address it maps.
+///
+/// Beyond the registries, multicast (224.0.0.0/4, RFC 5771; ff00::/8,
+/// RFC 4291) is answered locally: a group address names no single host that a
+/// verdict could be about.
+pub const IANA_REGISTRY_AS_OF: &str = "2025-10-09";
+
 macro_rules! v4 {
     ($a:literal, $b:literal, $c:literal, $d:literal / $len:literal, $name:literal) => {
         (
@@ -117,7 +138,9 @@ macro_rules! v4 {
 }
 
 /// IPv4 blocks that are globally reachable although inside a larger special block
-/// (IANA: "Globally Reachable: True").
+/// (IANA: "Globally Reachable: True"). AS112-v4 (192.31.196.0/24), AMT
+/// (192.52.193.0/24) and AS112 direct delegation (192.175.48.0/24) are also
+/// True, but no table entry covers them.
 const V4_GLOBAL_EXCEPTIONS: [Ipv4Net; 2] = [
     Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 9), 32),
     Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 10), 32),
@@ -125,7 +148,11 @@ const V4_GLOBAL_EXCEPTIONS: [Ipv4Net; 2] = [
 
 /// IPv4 blocks that are not globally reachable: the IANA IPv4 Special-Purpose
 /// Address Registry (RFC 6890 and updates) entries marked "Globally Reachable:
-/// False" or N/A, plus multicast. Most specific entries first.
+/// False" and the terminated 192.88.99.0/24, plus multicast (see
+/// [`IANA_REGISTRY_AS_OF`]). Most specific entries first.
+///
+/// Checked against the IANA IPv4/IPv6 Special-Purpose Address Registries as of
+/// 2025-10-09 (their Last Updated dates).
 const V4_SPECIAL: [(Ipv4Net, SpecialBlock); 21] = [
     v4!(255, 255, 255, 255 / 32, "limited broadcast, RFC 919"),
     v4!(
@@ -181,8 +208,9 @@ const fn a6(s0: u16, s1: u16, s2: u16) -> Ipv6Addr {
 /// IPv6 blocks inside 2001::/23 whose own registry entry overrides its "False"
 /// ("unless allowed by a more specific allocation"): Globally Reachable True,
 /// or N/A for Teredo, which is looked up like 6to4 (2002::/16, also N/A): its
-/// addresses stand for real hosts on the IPv4 Internet (RFC 4380 section 5;
-/// RFC 6890 errata 3921, "the global scope of TEREDO prefix is not false").
+/// addresses stand for real hosts on the IPv4 Internet (RFC 4380 section 5).
+/// RFC 6890 errata 3921 made Teredo's value N/A, like 6to4's, because its
+/// global scope is not false.
 const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 8] = [
     Ipv6Net::new_assert(a6(0x2001, 0, 0), 32),
     Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 1, 0, 0, 0, 0, 0, 1), 128),
@@ -194,8 +222,13 @@ const V6_GLOBAL_EXCEPTIONS: [Ipv6Net; 8] = [
     Ipv6Net::new_assert(a6(0x2001, 0x30, 0), 28),
 ];
 
-/// IPv6 blocks that are not globally reachable (IANA IPv6 Special-Purpose
-/// Address Registry, "Globally Reachable: False"), plus multicast.
+/// IPv6 blocks that are not globally reachable: the IANA IPv6 Special-Purpose
+/// Address Registry entries marked "Globally Reachable: False" and the
+/// terminated 2001:10::/28, plus multicast (see [`IANA_REGISTRY_AS_OF`]). Most
+/// specific entries first.
+///
+/// Checked against the IANA IPv4/IPv6 Special-Purpose Address Registries as of
+/// 2025-10-09 (their Last Updated dates).
 const V6_SPECIAL: [(Ipv6Net, SpecialBlock); 14] = [
     v6!(
         Ipv6Addr::UNSPECIFIED,
@@ -419,5 +452,229 @@ mod tests {
         assert_eq!(mapped("0.0.0.0"), Some("0.0.0.0/32"));
         assert_eq!(mapped("192.0.0.9"), None);
         assert_eq!(mapped("8.8.8.8"), None);
+    }
+
+    /// The trimmed IANA registries in tests/iana/ (see their headers).
+    const IPV4_REGISTRY: &str = include_str!("../tests/iana/ipv4-special-registry.csv");
+    const IPV6_REGISTRY: &str = include_str!("../tests/iana/ipv6-special-registry.csv");
+
+    /// One registry entry: its block(s), name, RFCs and "Globally Reachable".
+    #[derive(Debug)]
+    struct Entry {
+        blocks: Vec<ipnet::IpNet>,
+        name: &'static str,
+        rfcs: Vec<&'static str>,
+        reachable: &'static str,
+    }
+
+    /// Blocks the tables answer locally although no registry lists them.
+    fn project_additions() -> Vec<Entry> {
+        let entry = |block: &str, rfc| Entry {
+            blocks: vec![block.parse().unwrap()],
+            name: "Multicast",
+            rfcs: vec![rfc],
+            reachable: "False",
+        };
+        vec![
+            entry("224.0.0.0/4", "RFC5771"),
+            entry("ff00::/8", "RFC4291"),
+        ]
+    }
+
+    /// The registry's Last Updated date and its entries.
+    fn registry(csv: &'static str) -> (&'static str, Vec<Entry>) {
+        let updated = csv
+            .lines()
+            .find_map(|l| l.strip_prefix("# Registry Last Updated: "))
+            .expect("a Last Updated line");
+        let mut lines = csv.lines().filter(|l| !l.starts_with('#'));
+        assert_eq!(
+            lines.next(),
+            Some("address_block,name,rfc,globally_reachable")
+        );
+        let entries = lines
+            .map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                let [blocks, name, rfcs, reachable] = fields[..] else {
+                    panic!("not four fields: {line}");
+                };
+                let blocks: Vec<ipnet::IpNet> = blocks
+                    .split(' ')
+                    .map(|b| b.parse().unwrap_or_else(|e| panic!("{b}: {e}")))
+                    .collect();
+                for b in &blocks {
+                    assert_eq!(*b, b.trunc(), "{b} has host bits");
+                }
+                assert!(
+                    ["True", "False", "N/A", ""].contains(&reachable),
+                    "{line}: Globally Reachable is {reachable:?}"
+                );
+                Entry {
+                    blocks,
+                    name,
+                    rfcs: rfcs.split(' ').collect(),
+                    reachable,
+                }
+            })
+            .collect();
+        (updated, entries)
+    }
+
+    /// What the registries say of an address: the most specific entry that
+    /// holds it, if it is to be answered locally, or None if it is looked up.
+    fn expected(ip: IpAddr, entries: &[Entry]) -> Option<&Entry> {
+        if let IpAddr::V6(v6) = ip
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return expected(IpAddr::V4(v4), entries);
+        }
+        let (entry, _) = entries
+            .iter()
+            .flat_map(|e| e.blocks.iter().map(move |b| (e, b)))
+            .filter(|(_, b)| b.contains(&ip))
+            .max_by_key(|(_, b)| b.prefix_len())?;
+        match entry.reachable {
+            "False" | "" => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn as_u128(ip: IpAddr) -> u128 {
+        match ip {
+            IpAddr::V4(v4) => u128::from(v4.to_bits()),
+            IpAddr::V6(v6) => v6.to_bits(),
+        }
+    }
+
+    /// The addresses just before and after a block, where they exist.
+    fn neighbours(block: ipnet::IpNet) -> Vec<IpAddr> {
+        let from = |ip: IpAddr, n: Option<u128>| -> Option<IpAddr> {
+            let n = n?;
+            match ip {
+                IpAddr::V4(_) => u32::try_from(n).ok().map(|n| Ipv4Addr::from_bits(n).into()),
+                IpAddr::V6(_) => Some(Ipv6Addr::from_bits(n).into()),
+            }
+        };
+        let first = block.network();
+        let last = block.broadcast();
+        [
+            from(first, as_u128(first).checked_sub(1)),
+            from(last, as_u128(last).checked_add(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Lower-case words of a name; a word IANA abbreviates ("Translat.")
+    /// matches any word it begins.
+    fn words(name: &str) -> Vec<(String, bool)> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        for c in name.chars().chain([' ']) {
+            if c.is_alphanumeric() {
+                word.extend(c.to_lowercase());
+            } else if !word.is_empty() {
+                words.push((std::mem::take(&mut word), c == '.'));
+            }
+        }
+        words
+    }
+
+    /// Whether a network is exactly the (disjoint) blocks of an entry.
+    fn is_exactly(net: &ipnet::IpNet, blocks: &[ipnet::IpNet]) -> bool {
+        let size = |b: &ipnet::IpNet| 1u128 << (b.max_prefix_len() - b.prefix_len());
+        blocks.iter().all(|b| net.contains(b)) && blocks.iter().map(size).sum::<u128>() == size(net)
+    }
+
+    /// The table's answer for an address is the registry entry's block(s),
+    /// named as the registry names it, citing one of its RFCs.
+    fn assert_answers(ip: IpAddr, block: Option<SpecialBlock>, entry: &Entry) {
+        let block = block.unwrap_or_else(|| panic!("{ip} ({}) is looked up", entry.name));
+        let net: ipnet::IpNet = block.cidr.parse().unwrap();
+        assert!(
+            is_exactly(&net, &entry.blocks),
+            "{ip} is answered as {block}, not as {:?} ({})",
+            entry.blocks,
+            entry.name
+        );
+        let rfc = block
+            .name
+            .rsplit_once(", RFC ")
+            .map(|(_, n)| format!("RFC{n}"));
+        assert!(
+            rfc.as_ref()
+                .is_some_and(|r| entry.rfcs.contains(&r.as_str())),
+            "{block}: cites {rfc:?}, the registry {:?}",
+            entry.rfcs
+        );
+        let ours = words(block.name);
+        for (word, abbreviated) in words(entry.name) {
+            assert!(
+                ours.iter()
+                    .any(|(w, _)| *w == word || (abbreviated && w.starts_with(&word))),
+                "{block}: the registry's name is {:?}",
+                entry.name
+            );
+        }
+    }
+
+    #[test]
+    fn tables_match_the_iana_registries() {
+        let (v4_updated, mut entries) = registry(IPV4_REGISTRY);
+        let (v6_updated, v6) = registry(IPV6_REGISTRY);
+        assert_eq!(
+            (v4_updated, v6_updated),
+            (IANA_REGISTRY_AS_OF, IANA_REGISTRY_AS_OF)
+        );
+        assert_eq!(entries.len(), 25, "IPv4 registry entries");
+        assert_eq!(v6.len(), 25, "IPv6 registry entries");
+        entries.extend(v6);
+        entries.extend(project_additions());
+
+        // Every entry's first and last address, and the ones just outside it,
+        // are answered as the registry says, and so are a few public hosts.
+        let mut samples: Vec<IpAddr> = ["8.8.8.8", "45.9.148.108", "2a00:1450:4001::200e"]
+            .map(|s| s.parse().unwrap())
+            .to_vec();
+        for block in entries.iter().flat_map(|e| &e.blocks) {
+            samples.extend([block.network(), block.broadcast()]);
+            samples.extend(neighbours(*block));
+        }
+        for ip in samples {
+            match expected(ip, &entries) {
+                Some(entry) => assert_answers(ip, special_block(ip), entry),
+                None => assert_eq!(special_block(ip), None, "{ip} is answered locally"),
+            }
+        }
+
+        // Every table entry is a registry entry answered locally (or one of
+        // the project's additions), with its CIDR text, and every exception
+        // is one the registry marks True or N/A.
+        let tables = V4_SPECIAL
+            .iter()
+            .map(|(net, b)| (ipnet::IpNet::from(*net), *b))
+            .chain(V6_SPECIAL.iter().map(|(net, b)| ((*net).into(), *b)));
+        for (net, block) in tables {
+            assert_eq!(block.cidr, net.to_string());
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| matches!(e.reachable, "False" | "") && is_exactly(&net, &e.blocks)),
+                "{block} is no registry entry answered locally"
+            );
+        }
+        let exceptions = V4_GLOBAL_EXCEPTIONS
+            .iter()
+            .map(|n| ipnet::IpNet::from(*n))
+            .chain(V6_GLOBAL_EXCEPTIONS.iter().map(|n| (*n).into()));
+        for net in exceptions {
+            assert!(
+                entries
+                    .iter()
+                    .any(|e| matches!(e.reachable, "True" | "N/A") && e.blocks == [net]),
+                "{net} is no registry entry marked globally reachable"
+            );
+        }
     }
 }
