@@ -6,50 +6,23 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::bindings::{ApiFlavour, EnrichError, Report, Settings, Verdict};
+use crate::bindings::{EnrichError, Report, Settings, Verdict};
 use crate::cache::{Cache, Cached};
 use crate::config::{Config, EnvLookup, Purpose};
-use crate::error::{Error, parse_retry_after, scrub_bytes, scrub_json_strings, status_error};
+use crate::error::{Error, parse_retry_after, status_error};
 use crate::ip::{SpecialBlock, parse_ip, special_block};
-use crate::lenient::with_secrets;
 use crate::request::build_request;
-use crate::response::{Sections, VerdictSections, parse_answer};
-use crate::schedule::{self, Next, Policy};
-pub use crate::transport::{HttpResponse, Limits, SendError, Ticket, Transport};
+use crate::response::{VerdictSections, parse_answer};
+use crate::schedule::{self, Next};
+use crate::secrets::Secrets;
+use crate::settings::{self, api_name};
+use crate::transport::{HttpResponse, Transport};
 use crate::verdict;
 
 impl Config {
-    /// The limits of one attempt.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            connect_timeout_ms: self.connect_timeout_ms,
-            first_byte_timeout_ms: self.first_byte_timeout_ms,
-            between_bytes_timeout_ms: self.between_bytes_timeout_ms,
-            total_timeout_ms: self.total_timeout_ms,
-            max_body_bytes: self.max_body_bytes,
-        }
-        .capped(self.total_timeout_ms)
-    }
-
-    /// How a batch runs.
-    pub fn policy(&self) -> Policy {
-        Policy {
-            concurrency: self.concurrency,
-            retries: self.retries,
-            deadline_ms: self.deadline_ms,
-            backoff_base_ms: 250,
-            backoff_cap_ms: 8_000,
-            retry_after_cap_ms: self.retry_after_cap_ms,
-        }
-    }
-
     fn cache_key(&self, ip: IpAddr) -> String {
-        let api = match self.api {
-            ApiFlavour::Tip => "tip",
-            ApiFlavour::Opentip => "opentip",
-        };
         Cache::key(
-            api,
+            api_name(self.api),
             &self.base_url.to_url(),
             &ip.to_string(),
             &self.sections,
@@ -64,8 +37,9 @@ enum Found {
     Local(SpecialBlock),
     /// HTTP 404.
     Missing,
-    /// A 200 answer: the sections and the verbatim body.
-    Answer(Box<Sections>, String),
+    /// A 200 answer: the verdict's sections, and for a report the body as
+    /// text (scrubbed; empty for a verdict).
+    Answer(Box<VerdictSections>, String),
 }
 
 /// Turns a lookup's final outcome into what was found.
@@ -78,21 +52,17 @@ fn interpret(
     let response = outcome?;
     match response.status {
         200 => {
-            // A hostile server may echo the key: scrub it from the body, and
-            // (JSON-escaped) from every string the parse reads.
-            let secrets = config.secrets();
-            let body = scrub_bytes(response.body, &secrets);
-            let answer = with_secrets(&secrets, || parse_answer(&body))?;
-            let sections = match purpose {
-                Purpose::Verdict => Sections {
-                    verdict: answer.into_verdict_sections(),
-                    ..Sections::default()
-                },
-                Purpose::Report => answer.into_sections(),
-            };
+            // A hostile server may echo the key, even JSON-escaped: the body
+            // is scrubbed once, before it is parsed, so the verdict and the
+            // report's JSON text are both clean.
+            let body = config.secrets().scrub_body(response.body)?;
+            let sections = parse_answer(&body)?.into_verdict_sections();
+            // For a report, the body as one line of JSON text. Bytes that are
+            // not UTF-8 (skipped by the parse inside strings it ignores) read
+            // as U+FFFD.
             let raw = match purpose {
                 Purpose::Verdict => String::new(),
-                Purpose::Report => raw_json(body, &secrets)?,
+                Purpose::Report => crate::json::compact(&String::from_utf8_lossy(&body)),
             };
             Ok(Found::Answer(Box::new(sections), raw))
         }
@@ -103,7 +73,7 @@ fn interpret(
                 .and_then(|v| parse_retry_after(v, now_unix));
             // Scrubbed before the excerpt is cut, so no `Error` ever holds
             // an echoed key (not even before `into_wit`).
-            let body = scrub_bytes(response.body, &config.secrets());
+            let body = config.secrets().scrub_bytes(response.body);
             Err(status_error(status, &body, retry_after))
         }
     }
@@ -116,28 +86,11 @@ fn quota_exhausted(sections: &VerdictSections) -> bool {
     })
 }
 
-/// The verbatim body as text. Bytes that are not UTF-8 (the parse skips
-/// them inside strings it ignores) read as U+FFFD. Strings with JSON escapes
-/// (which could spell the key in a way the byte scrub cannot see) are
-/// scrubbed too, lexically, so whatever the parse accepted is kept.
-fn raw_json(body: Vec<u8>, secrets: &[&str]) -> Result<String, Error> {
-    let text = match String::from_utf8(body) {
-        Ok(text) => text,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    if secrets.is_empty() || !text.contains('\\') {
-        return Ok(text);
-    }
-    scrub_json_strings(&text, secrets)
-}
-
 fn to_verdict(ip: IpAddr, found: &Found, config: &Config) -> Verdict {
     match found {
         Found::Local(block) => verdict::reserved_locally(ip, *block, &config.verdict_map),
         Found::Missing => verdict::not_found(ip, &config.verdict_map),
-        Found::Answer(sections, _) => {
-            verdict::from_sections(ip, &sections.verdict, &config.verdict_map)
-        }
+        Found::Answer(sections, _) => verdict::from_sections(ip, sections, &config.verdict_map),
     }
 }
 
@@ -167,11 +120,8 @@ impl<'a> Client<'a> {
 
     fn config(&self, settings: &Settings, purpose: Purpose) -> Result<Config, EnrichError> {
         Config::resolve(settings, self.env, purpose).map_err(|e| {
-            let key = settings
-                .api_key
-                .clone()
-                .or_else(|| (self.env)("TIP_API_KEY"));
-            e.into_wit(&key.as_deref().into_iter().collect::<Vec<_>>())
+            let key = (self.env)(settings::API_KEY.env);
+            e.into_wit(&Secrets::of_key(key.as_deref()))
         })
     }
 
@@ -219,13 +169,7 @@ impl<'a> Client<'a> {
                     .and_then(|c| c.get(&config.cache_key(*ip), now_ms))
             {
                 *result = Some(Ok(match hit {
-                    Cached::Answer(sections) => Found::Answer(
-                        Box::new(Sections {
-                            verdict: (**sections).clone(),
-                            ..Sections::default()
-                        }),
-                        String::new(),
-                    ),
+                    Cached::Answer(sections) => Found::Answer(sections.clone(), String::new()),
                     Cached::NotFound => Found::Missing,
                 }));
                 continue;
@@ -248,16 +192,14 @@ impl<'a> Client<'a> {
                 let found = interpret(config, purpose, outcome, now_unix);
                 let next = match &found {
                     Err(Error::QuotaExceeded { .. }) => Next::StopQuota,
-                    Ok(Found::Answer(sections, _)) if quota_exhausted(&sections.verdict) => {
-                        Next::StopQuota
-                    }
+                    Ok(Found::Answer(sections, _)) if quota_exhausted(sections) => Next::StopQuota,
                     _ => Next::Continue,
                 };
                 if let Some((ip, slot)) = slots.get_mut(index) {
                     if use_cache && let Some(cache) = cache.as_deref_mut() {
                         let value = match &found {
                             Ok(Found::Answer(sections, _)) => {
-                                Some(Cached::Answer(Box::new(sections.verdict.clone())))
+                                Some(Cached::Answer(sections.clone()))
                             }
                             Ok(Found::Missing) => Some(Cached::NotFound),
                             _ => None,
@@ -285,21 +227,21 @@ impl<'a> Client<'a> {
                 let index = slot?;
                 match slots.get(index) {
                     Some((ip, Some(result))) => result.clone().map(|found| (*ip, found)),
-                    _ => Err(Error::Transport("the lookup did not complete".into())),
+                    _ => Err(Error::Internal("a lookup ended without an outcome")),
                 }
             })
             .collect()
     }
 
-    /// `enrich-with`.
+    /// `enrich`.
     pub fn enrich(&mut self, ip: &str, settings: &Settings) -> Result<Verdict, EnrichError> {
         let mut results = self.enrich_batch(std::slice::from_ref(&ip.to_owned()), settings);
-        results
-            .pop()
-            .unwrap_or_else(|| Err(EnrichError::Transport("no result".into())))
+        results.pop().unwrap_or_else(|| {
+            Err(Error::Internal("a batch of one gave no result").into_wit(&Secrets::default()))
+        })
     }
 
-    /// `enrich-batch-with`: one result per input, in input order.
+    /// `enrich-batch`: one result per input, in input order.
     pub fn enrich_batch(
         &mut self,
         ips: &[String],
@@ -313,12 +255,12 @@ impl<'a> Client<'a> {
             .into_iter()
             .map(|r| {
                 r.map(|(addr, found)| to_verdict(addr, &found, &config))
-                    .map_err(|e| e.into_wit(&config.secrets()))
+                    .map_err(|e| e.into_wit(config.secrets()))
             })
             .collect()
     }
 
-    /// `lookup-with`.
+    /// `lookup`: the verdict and the answer's JSON text.
     pub fn lookup(&mut self, ip: &str, settings: &Settings) -> Result<Report, EnrichError> {
         let config = self.config(settings, Purpose::Report)?;
         let (addr, found) = self
@@ -328,28 +270,16 @@ impl<'a> Client<'a> {
                 Purpose::Report,
             )
             .pop()
-            .unwrap_or_else(|| Err(Error::Transport("no result".into())))
-            .map_err(|e| e.into_wit(&config.secrets()))?;
+            .unwrap_or(Err(Error::Internal("a lookup of one gave no result")))
+            .map_err(|e| e.into_wit(config.secrets()))?;
         let verdict = to_verdict(addr, &found, &config);
-        let (sections, raw_json) = match found {
-            Found::Answer(sections, raw) => (*sections, raw),
-            Found::Local(_) | Found::Missing => (Sections::default(), String::new()),
+        let sections_json = match found {
+            Found::Answer(_, raw) => raw,
+            Found::Local(_) | Found::Missing => String::new(),
         };
         Ok(Report {
             verdict,
-            license_info: sections.verdict.license_info,
-            zone: sections.verdict.zone,
-            related_objects: sections.related_objects,
-            ip_general_info: sections.verdict.ip_general_info,
-            files_downloaded_from_ip: sections.files_downloaded_from_ip,
-            hosted_urls: sections.hosted_urls,
-            feed_masks: sections.feed_masks,
-            ip_whois: sections.ip_whois,
-            ip_dns_resolutions: sections.ip_dns_resolutions,
-            ip_spam_info: sections.ip_spam_info,
-            ip_phishing_info: sections.ip_phishing_info,
-            data_feeds: sections.data_feeds,
-            raw_json,
+            sections_json,
         })
     }
 }
@@ -357,14 +287,13 @@ impl<'a> Client<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::empty_settings;
+    use crate::settings::empty as empty_settings;
 
     #[test]
     fn error_excerpts_are_scrubbed_before_any_error_holds_them() {
         const KEY: &str = "client-secret-key-5e6f7a8b";
-        let mut settings = empty_settings();
-        settings.api_key = Some(KEY.into());
-        let config = Config::resolve(&settings, &|_| None, Purpose::Verdict).unwrap();
+        let env = |name: &str| (name == "TIP_API_KEY").then(|| KEY.to_owned());
+        let config = Config::resolve(&empty_settings(), &env, Purpose::Verdict).unwrap();
         for status in [400, 401, 403, 429, 500] {
             let response = HttpResponse {
                 status,

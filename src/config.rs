@@ -4,12 +4,13 @@
 use crate::bindings::{ApiFlavour, AuthScheme, Settings, SoarVerdict, Zone, ZoneVerdict};
 use crate::error::Error;
 use crate::lenient::parse_zone;
+use crate::schedule::Policy;
+use crate::secrets::Secrets;
+use crate::settings::Setting;
+use crate::transport::Limits;
 
 /// Sections a verdict needs (`HasApt` and `RelatedAptReports` live in `IpGeneralInfo`).
 pub const VERDICT_SECTIONS: [&str; 3] = ["LicenseInfo", "Zone", "IpGeneralInfo"];
-
-/// Default response body cap.
-pub const DEFAULT_MAX_BODY_BYTES: u32 = 8 * 1024 * 1024;
 
 /// What a call is for: the default sections differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +115,9 @@ fn split_port(authority: &str) -> Option<(&str, &str)> {
     authority.rsplit_once(':')
 }
 
-fn shorten(s: &str) -> String {
-    s.chars().take(80).collect()
+/// A value quoted for a message: JSON-escaped and at most 80 characters.
+fn quoted(s: &str) -> String {
+    serde_json::to_string(&crate::text::bounded(s, 80)).unwrap_or_default()
 }
 
 /// The complete settings of one call.
@@ -135,8 +137,8 @@ pub struct Config {
     pub first_byte_timeout_ms: u32,
     /// Longest pause between body chunks, ms.
     pub between_bytes_timeout_ms: u32,
-    /// End-to-end limit of one request, ms.
-    pub total_timeout_ms: u32,
+    /// End-to-end limit of each attempt, ms.
+    pub timeout_ms: u32,
     /// Sections to request (TIP); empty means all.
     pub sections: Vec<String>,
     /// Records per list section (TIP).
@@ -157,8 +159,8 @@ pub struct Config {
     pub retry_after_cap_ms: u32,
     /// Cache TTL, s (0: off).
     pub cache_ttl_secs: u32,
-    /// [`key_secrets`] of `api_key`, made once when resolved.
-    secrets: Vec<String>,
+    /// The secrets of `api_key`, made once when resolved.
+    secrets: Secrets,
 }
 
 impl std::fmt::Debug for Config {
@@ -168,7 +170,7 @@ impl std::fmt::Debug for Config {
             .field("base_url", &self.base_url.to_url())
             .field("auth", &self.auth)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
-            .field("total_timeout_ms", &self.total_timeout_ms)
+            .field("timeout_ms", &self.timeout_ms)
             .field("sections", &self.sections)
             .field("count", &self.count)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -177,23 +179,10 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// The secrets that an API key makes: the key, for basic auth's
-/// `user:password` the password alone, and the key in base64 as the basic
-/// scheme sends it (a server may echo the `Authorization` header). Every
-/// scrubber uses this list: the core's messages and the host's recordings.
-pub fn key_secrets(key: &str) -> Vec<String> {
-    let mut out = vec![key.to_owned()];
-    if let Some((_, password)) = key.split_once(':') {
-        out.push(password.to_owned());
-    }
-    out.push(crate::error::basic_token(key));
-    out
-}
-
 impl Config {
-    /// The secrets a message must never show ([`key_secrets`] of the key).
-    pub fn secrets(&self) -> Vec<&str> {
-        self.secrets.iter().map(String::as_str).collect()
+    /// The secrets a message must never show.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// The key, or a config error saying how to set it.
@@ -202,7 +191,7 @@ impl Config {
             .as_deref()
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
-                Error::Config("no API key: set TIP_API_KEY (or settings.api-key)".into())
+                Error::Config("no API key: set TIP_API_KEY (tip_api_key in wasi:config)".into())
             })
     }
 }
@@ -263,44 +252,64 @@ impl VerdictMap {
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Config {
-    /// Resolves settings: explicit field, else environment variable, else default.
+    /// Resolves settings through [`crate::settings::SETTINGS`]: the explicit
+    /// field, else the environment variable (`wasi:config` keys arrive as
+    /// their variable), else the table's default. The key comes only from the
+    /// environment.
     pub fn resolve(
         settings: &Settings,
         env: EnvLookup<'_>,
         purpose: Purpose,
     ) -> Result<Config, Error> {
-        let env_nonempty = |name: &str| {
-            env(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
+        use crate::settings as s;
+        let fields = s::wit_fields(settings);
+        // A field is taken as given (an empty `sections` list means every
+        // section); an environment value is trimmed, and empty means unset.
+        let given = |setting: &Setting| -> Option<String> {
+            fields
+                .iter()
+                .find(|(f, _)| f.name == setting.name)
+                .and_then(|(_, v)| v.clone())
+                .or_else(|| {
+                    env(setting.env)
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                })
+        };
+        let text =
+            |setting: &Setting| given(setting).or_else(|| setting.default.map(str::to_owned));
+        let number = |setting: &Setting| -> Result<Option<u32>, Error> {
+            text(setting)
+                .map(|v| {
+                    v.parse::<u32>().map_err(|_| {
+                        Error::Config(format!(
+                            "{} must be a whole number from 0 to 4294967295",
+                            setting.env
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        // Every setting but base-url, sections and count has a default in the table.
+        let required = |setting: &Setting| -> Result<u32, Error> {
+            number(setting)?.ok_or_else(|| {
+                Error::Config(format!("{} has no value and no default", setting.env))
+            })
         };
 
-        let api = match settings.api {
-            Some(api) => api,
-            None => match env_nonempty("TIP_API") {
-                Some(v) => parse_api(&v)?,
-                None => ApiFlavour::Tip,
-            },
+        let api = match text(&s::API) {
+            Some(v) => parse_api(&v)?,
+            None => ApiFlavour::Tip,
         };
-        let base_url = match settings
-            .base_url
-            .clone()
-            .or_else(|| env_nonempty("TIP_BASE_URL"))
-        {
+        let base_url = match given(&s::BASE_URL) {
             Some(url) => BaseUrl::parse(&url)?,
             None => BaseUrl::parse(default_base_url(api))?,
         };
-        let auth = match settings.auth {
-            Some(auth) => auth,
-            None => match env_nonempty("TIP_AUTH") {
-                Some(v) => parse_auth(&v)?,
-                None => AuthScheme::XApiKey,
-            },
+        let auth = match text(&s::AUTH) {
+            Some(v) => parse_auth(&v)?,
+            None => AuthScheme::XApiKey,
         };
-        let api_key = settings
-            .api_key
-            .clone()
-            .or_else(|| env("TIP_API_KEY"))
+        let api_key = env(s::API_KEY.env)
             .map(|k| k.trim().to_owned())
             .filter(|k| !k.is_empty());
         if let Some(key) = &api_key {
@@ -316,105 +325,65 @@ impl Config {
             }
         }
 
-        let ms = |field: Option<u32>, var: &str, default: u32| -> Result<u32, Error> {
-            match field {
-                Some(v) => Ok(v),
-                None => env_u32(env_nonempty(var), var).map(|v| v.unwrap_or(default)),
-            }
-        };
-        let total_timeout_ms = ms(settings.total_timeout_ms, "TIP_TIMEOUT_MS", 60_000)?;
-        let connect_timeout_ms = ms(
-            settings.connect_timeout_ms,
-            "TIP_CONNECT_TIMEOUT_MS",
-            10_000,
-        )?;
-        let first_byte_timeout_ms = ms(
-            settings.first_byte_timeout_ms,
-            "TIP_FIRST_BYTE_TIMEOUT_MS",
-            30_000,
-        )?;
-        let between_bytes_timeout_ms = ms(
-            settings.between_bytes_timeout_ms,
-            "TIP_BETWEEN_BYTES_TIMEOUT_MS",
-            30_000,
-        )?;
-        for (name, value) in [
-            ("total", total_timeout_ms),
-            ("connect", connect_timeout_ms),
-            ("first-byte", first_byte_timeout_ms),
-            ("between-bytes", between_bytes_timeout_ms),
+        let timeout_ms = required(&s::TIMEOUT_MS)?;
+        let connect_timeout_ms = required(&s::CONNECT_TIMEOUT_MS)?;
+        let first_byte_timeout_ms = required(&s::FIRST_BYTE_TIMEOUT_MS)?;
+        let between_bytes_timeout_ms = required(&s::BETWEEN_BYTES_TIMEOUT_MS)?;
+        for (setting, value) in [
+            (&s::TIMEOUT_MS, timeout_ms),
+            (&s::CONNECT_TIMEOUT_MS, connect_timeout_ms),
+            (&s::FIRST_BYTE_TIMEOUT_MS, first_byte_timeout_ms),
+            (&s::BETWEEN_BYTES_TIMEOUT_MS, between_bytes_timeout_ms),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!(
-                    "the {name} timeout must be at least 1 ms"
+                    "{} must be at least 1 ms",
+                    setting.env
                 )));
             }
         }
 
-        let sections = match settings.sections.clone() {
-            Some(list) => list,
-            None => match env_nonempty("TIP_SECTIONS") {
-                Some(v) => v
-                    .split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                None => match purpose {
-                    Purpose::Verdict => VERDICT_SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
-                    Purpose::Report => Vec::new(),
-                },
+        let sections: Vec<String> = match given(&s::SECTIONS) {
+            Some(v) => v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => match purpose {
+                Purpose::Verdict => VERDICT_SECTIONS.iter().map(|s| (*s).to_owned()).collect(),
+                Purpose::Report => Vec::new(),
             },
         };
         for section in &sections {
-            if section.is_empty()
-                || !section
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            if !section
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 return Err(Error::Config(format!(
-                    "section name {:?} is not valid (letters, digits and _ only)",
-                    shorten(section)
+                    "section name {} is not valid (letters, digits and _ only)",
+                    quoted(section)
                 )));
             }
         }
 
-        let count = match settings.count {
-            Some(c) => Some(c),
-            None => env_u32(env_nonempty("TIP_COUNT"), "TIP_COUNT")?,
-        };
-        let max_body_bytes = ms(
-            settings.max_body_bytes,
-            "TIP_MAX_BODY_BYTES",
-            DEFAULT_MAX_BODY_BYTES,
-        )?;
-        let query_reserved = match settings.query_reserved {
-            Some(b) => b,
-            None => match env_nonempty("TIP_QUERY_RESERVED") {
-                Some(v) => parse_bool(&v, "TIP_QUERY_RESERVED")?,
-                None => false,
-            },
+        let count = number(&s::COUNT)?;
+        let max_body_bytes = required(&s::MAX_BODY_BYTES)?;
+        let query_reserved = match text(&s::QUERY_RESERVED) {
+            Some(v) => parse_bool(&v, s::QUERY_RESERVED.env)?,
+            None => false,
         };
         let mut verdict_map = VerdictMap::default();
-        match &settings.verdict_map {
-            Some(entries) => verdict_map.apply(entries),
-            None => {
-                if let Some(v) = env_nonempty("TIP_VERDICT_MAP") {
-                    verdict_map.apply(&parse_verdict_map(&v)?);
-                }
-            }
+        if let Some(v) = text(&s::VERDICT_MAP) {
+            verdict_map.apply(&parse_verdict_map(&v)?);
         }
 
-        let concurrency = ms(settings.concurrency, "TIP_CONCURRENCY", 8)?.clamp(1, 256);
-        let retries = ms(settings.retries, "TIP_RETRIES", 2)?.min(10);
-        let deadline_ms = ms(settings.deadline_ms, "TIP_DEADLINE_MS", 120_000)?.max(1);
-        let retry_after_cap_ms = ms(
-            settings.retry_after_cap_ms,
-            "TIP_RETRY_AFTER_CAP_MS",
-            30_000,
-        )?;
-        let cache_ttl_secs = ms(settings.cache_ttl_secs, "TIP_CACHE_TTL_SECS", 600)?;
+        let concurrency = required(&s::CONCURRENCY)?.clamp(1, 256);
+        let retries = required(&s::RETRIES)?.min(10);
+        let deadline_ms = required(&s::DEADLINE_MS)?.max(1);
+        let retry_after_cap_ms = required(&s::RETRY_AFTER_CAP_MS)?;
+        let cache_ttl_secs = required(&s::CACHE_TTL_SECS)?;
 
-        let secrets = api_key.as_deref().map(key_secrets).unwrap_or_default();
+        let secrets = Secrets::of_key(api_key.as_deref());
         Ok(Config {
             secrets,
             concurrency,
@@ -429,7 +398,7 @@ impl Config {
             connect_timeout_ms,
             first_byte_timeout_ms,
             between_bytes_timeout_ms,
-            total_timeout_ms,
+            timeout_ms,
             sections,
             count,
             max_body_bytes,
@@ -437,7 +406,36 @@ impl Config {
             verdict_map,
         })
     }
+
+    /// The limits of one attempt.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_ms: self.first_byte_timeout_ms,
+            between_bytes_timeout_ms: self.between_bytes_timeout_ms,
+            total_timeout_ms: self.timeout_ms,
+            max_body_bytes: self.max_body_bytes,
+        }
+        .capped(self.timeout_ms)
+    }
+
+    /// How a batch runs.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            concurrency: self.concurrency,
+            retries: self.retries,
+            deadline_ms: self.deadline_ms,
+            backoff_base_ms: BACKOFF_BASE_MS,
+            backoff_cap_ms: BACKOFF_CAP_MS,
+            retry_after_cap_ms: self.retry_after_cap_ms,
+        }
+    }
 }
+
+/// First retry waits about this long (equal jitter); each further one doubles it.
+const BACKOFF_BASE_MS: u32 = 250;
+/// Longest backoff between retries.
+const BACKOFF_CAP_MS: u32 = 8_000;
 
 /// The default base URL of a flavour.
 pub fn default_base_url(api: ApiFlavour) -> &'static str {
@@ -445,16 +443,6 @@ pub fn default_base_url(api: ApiFlavour) -> &'static str {
         ApiFlavour::Tip => "https://tip.kaspersky.com",
         ApiFlavour::Opentip => "https://opentip.kaspersky.com",
     }
-}
-
-fn env_u32(value: Option<String>, var: &str) -> Result<Option<u32>, Error> {
-    value
-        .map(|v| {
-            v.parse::<u32>().map_err(|_| {
-                Error::Config(format!("{var} must be a whole number from 0 to 4294967295"))
-            })
-        })
-        .transpose()
 }
 
 fn parse_bool(v: &str, var: &str) -> Result<bool, Error> {
@@ -508,33 +496,10 @@ pub fn parse_verdict_map(v: &str) -> Result<Vec<ZoneVerdict>, Error> {
         .collect()
 }
 
-/// Settings with every field unset.
-pub fn empty_settings() -> Settings {
-    Settings {
-        api: None,
-        base_url: None,
-        auth: None,
-        api_key: None,
-        connect_timeout_ms: None,
-        first_byte_timeout_ms: None,
-        between_bytes_timeout_ms: None,
-        total_timeout_ms: None,
-        sections: None,
-        count: None,
-        max_body_bytes: None,
-        query_reserved: None,
-        verdict_map: None,
-        concurrency: None,
-        retries: None,
-        deadline_ms: None,
-        retry_after_cap_ms: None,
-        cache_ttl_secs: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::empty as empty_settings;
     use std::collections::HashMap;
 
     fn resolve_env(
@@ -552,12 +517,25 @@ mod tests {
     #[test]
     fn defaults() {
         let c = resolve_env(&[], empty_settings(), Purpose::Verdict).unwrap();
+        // Every default comes from the settings table.
+        let d = |s: &Setting| s.default.unwrap().parse::<u32>().unwrap();
+        use crate::settings as t;
+        assert_eq!(c.timeout_ms, d(&t::TIMEOUT_MS));
+        assert_eq!(c.connect_timeout_ms, d(&t::CONNECT_TIMEOUT_MS));
+        assert_eq!(c.first_byte_timeout_ms, d(&t::FIRST_BYTE_TIMEOUT_MS));
+        assert_eq!(c.between_bytes_timeout_ms, d(&t::BETWEEN_BYTES_TIMEOUT_MS));
+        assert_eq!(c.max_body_bytes, d(&t::MAX_BODY_BYTES));
+        assert_eq!(c.concurrency, d(&t::CONCURRENCY));
+        assert_eq!(c.retries, d(&t::RETRIES));
+        assert_eq!(c.deadline_ms, d(&t::DEADLINE_MS));
+        assert_eq!(c.retry_after_cap_ms, d(&t::RETRY_AFTER_CAP_MS));
+        assert_eq!(c.cache_ttl_secs, d(&t::CACHE_TTL_SECS));
+        assert_eq!(c.count, None);
         assert_eq!(c.api, ApiFlavour::Tip);
         assert_eq!(c.base_url.to_url(), "https://tip.kaspersky.com");
         assert_eq!(c.auth, AuthScheme::XApiKey);
         assert_eq!(c.api_key, None);
         assert_eq!(c.sections, VERDICT_SECTIONS);
-        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(!c.query_reserved);
         assert_eq!(c.verdict_map, VerdictMap::default());
         let r = resolve_env(&[], empty_settings(), Purpose::Report).unwrap();
@@ -575,10 +553,11 @@ mod tests {
     fn settings_beat_environment() {
         let mut s = empty_settings();
         s.base_url = Some("http://127.0.0.1:8080/gw/".into());
-        s.api_key = Some("from-settings".into());
+        s.timeout_ms = Some(1234);
         let c = resolve_env(
             &[
                 ("TIP_BASE_URL", "https://other.example"),
+                ("TIP_TIMEOUT_MS", "999"),
                 ("TIP_API_KEY", "from-env"),
                 ("TIP_AUTH", "bearer"),
             ],
@@ -589,7 +568,8 @@ mod tests {
         assert_eq!(c.base_url.authority, "127.0.0.1:8080");
         assert_eq!(c.base_url.path_prefix, "/gw");
         assert!(!c.base_url.https);
-        assert_eq!(c.api_key.as_deref(), Some("from-settings"));
+        assert_eq!(c.timeout_ms, 1234);
+        assert_eq!(c.api_key.as_deref(), Some("from-env"));
         assert_eq!(c.auth, AuthScheme::Bearer);
     }
 
@@ -620,7 +600,7 @@ mod tests {
         assert_eq!(c.auth, AuthScheme::Basic);
         assert_eq!(
             (
-                c.total_timeout_ms,
+                c.timeout_ms,
                 c.connect_timeout_ms,
                 c.first_byte_timeout_ms,
                 c.between_bytes_timeout_ms
@@ -634,7 +614,7 @@ mod tests {
         assert_eq!(c.verdict_map.get(Zone::Yellow), SoarVerdict::Benign);
         assert_eq!(c.verdict_map.get(Zone::Grey), SoarVerdict::Suspicious);
         assert_eq!(c.verdict_map.get(Zone::Red), SoarVerdict::Malicious);
-        assert_eq!(c.secrets(), ["user:pa ss", "pa ss", "dXNlcjpwYSBzcw=="]);
+        assert_eq!(c.secrets(), &Secrets::of_key(Some("user:pa ss")));
     }
 
     #[test]
@@ -694,12 +674,12 @@ mod tests {
             Purpose::Verdict,
         )
         .unwrap();
-        let token = crate::error::basic_token("alice:hunter2-pw");
-        assert!(c.secrets().contains(&token.as_str()));
+        let token = crate::secrets::basic_token("alice:hunter2-pw");
+        assert!(c.secrets().found_in(&token));
         let echoed = crate::error::Error::Unauthorized {
             excerpt: format!("you sent Basic {token}"),
         };
-        let text = format!("{:?}", echoed.into_wit(&c.secrets()));
+        let text = format!("{:?}", echoed.into_wit(c.secrets()));
         assert!(!text.contains(&token), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
     }

@@ -3,11 +3,14 @@
 
 use crate::bindings::{EnrichError, RateLimit, UpstreamError};
 use crate::ip::IpError;
+use crate::secrets::Secrets;
+use crate::text;
 
 /// Longest excerpt of an error body quoted in a message.
 const EXCERPT_CHARS: usize = 120;
 
 /// Longest host error detail quoted in a message.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 const DETAIL_CHARS: usize = 160;
 
 /// Everything that can go wrong in one lookup.
@@ -18,22 +21,40 @@ pub enum Error {
     InvalidIp(#[from] IpError),
     /// 400 or 414.
     #[error("the API rejected the query (HTTP {status}){}", excerpt_suffix(.excerpt))]
-    BadRequest { status: u16, excerpt: String },
+    BadRequest {
+        /// The status.
+        status: u16,
+        /// A short excerpt of the body.
+        excerpt: String,
+    },
     /// 401.
     #[error("authentication failed (HTTP 401): check the API key and auth scheme, and that the terms were accepted in the portal{}", excerpt_suffix(.excerpt))]
-    Unauthorized { excerpt: String },
+    Unauthorized {
+        /// A short excerpt of the body.
+        excerpt: String,
+    },
     /// 403.
     #[error("quota or request limit exceeded, or no API access (HTTP 403){}", excerpt_suffix(.excerpt))]
-    QuotaExceeded { excerpt: String },
+    QuotaExceeded {
+        /// A short excerpt of the body.
+        excerpt: String,
+    },
     /// 429.
     #[error("rate limited (HTTP 429){}{}", retry_suffix(*.retry_after_secs), excerpt_suffix(.excerpt))]
     RateLimited {
+        /// The parsed `Retry-After`.
         retry_after_secs: Option<u32>,
+        /// A short excerpt of the body.
         excerpt: String,
     },
     /// Any other non-success status.
     #[error("unexpected HTTP {status} from the API{}", excerpt_suffix(.excerpt))]
-    Upstream { status: u16, excerpt: String },
+    Upstream {
+        /// The status.
+        status: u16,
+        /// A short excerpt of the body.
+        excerpt: String,
+    },
     /// A timeout fired.
     #[error("{0}")]
     Timeout(String),
@@ -42,13 +63,19 @@ pub enum Error {
     Transport(String),
     /// The body was larger than allowed.
     #[error("response body exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// The body was not the JSON object expected.
     #[error("{0}")]
     Malformed(String),
     /// Settings or environment unusable.
     #[error("{0}")]
     Config(String),
+    /// A state the flow cannot reach (a bug): reported, never a trap.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 fn excerpt_suffix(excerpt: &str) -> String {
@@ -65,10 +92,10 @@ fn retry_suffix(secs: Option<u32>) -> String {
 }
 
 impl Error {
-    /// The one mapping to the WIT variant. Every secret given is replaced in
-    /// the message, so a server that echoes the key cannot leak it.
-    pub fn into_wit(self, secrets: &[&str]) -> EnrichError {
-        let message = scrub(&self.to_string(), secrets);
+    /// The one mapping to the WIT variant. Every secret is replaced in the
+    /// message, so a server that echoes the key cannot leak it.
+    pub fn into_wit(self, secrets: &Secrets) -> EnrichError {
+        let message = secrets.scrub(&self.to_string()).into_owned();
         match self {
             Error::InvalidIp(_) => EnrichError::InvalidIp(message),
             Error::BadRequest { .. } => EnrichError::BadRequest(message),
@@ -84,7 +111,7 @@ impl Error {
                 EnrichError::Upstream(UpstreamError { status, message })
             }
             Error::Timeout(_) => EnrichError::Timeout(message),
-            Error::Transport(_) => EnrichError::Transport(message),
+            Error::Transport(_) | Error::Internal(_) => EnrichError::Transport(message),
             Error::BodyTooLarge { .. } | Error::Malformed(_) => {
                 EnrichError::MalformedResponse(message)
             }
@@ -107,134 +134,6 @@ pub fn kind(e: &EnrichError) -> &'static str {
         EnrichError::MalformedResponse(_) => "malformed-response",
         EnrichError::Config(_) => "config",
     }
-}
-
-/// Credentials as the basic auth scheme sends them: standard base64 of
-/// `user:password`. A secret too: a server may echo the `Authorization` header.
-pub fn basic_token(credentials: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(credentials)
-}
-
-/// Replaces every occurrence of each non-empty secret with `[redacted]`.
-pub fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        if out.contains(*secret) {
-            out = out.replace(*secret, "[redacted]");
-        }
-    }
-    out
-}
-
-/// Byte-level [`scrub`] for bodies that may not be UTF-8.
-pub fn scrub_bytes(body: Vec<u8>, secrets: &[&str]) -> Vec<u8> {
-    let mut out = body;
-    for secret in secrets
-        .iter()
-        .map(|s| s.as_bytes())
-        .filter(|s| s.len() >= 4)
-    {
-        if !out.windows(secret.len()).any(|w| w == secret) {
-            continue;
-        }
-        let mut scrubbed = Vec::with_capacity(out.len());
-        let mut rest = out.as_slice();
-        while !rest.is_empty() {
-            if rest.starts_with(secret) {
-                scrubbed.extend_from_slice(b"[redacted]");
-                rest = rest.get(secret.len()..).unwrap_or_default();
-            } else {
-                scrubbed.extend_from_slice(rest.get(..1).unwrap_or_default());
-                rest = rest.get(1..).unwrap_or_default();
-            }
-        }
-        out = scrubbed;
-    }
-    out
-}
-
-/// [`scrub`] for JSON text whose plain bytes were scrubbed already: every
-/// string literal with an escape (which could spell a secret the byte scrub
-/// cannot see) is decoded, scrubbed, and re-encoded if that changed it. The
-/// rest stays verbatim. Lexical, so any nesting depth and any number the
-/// parser skipped are fine; a literal that does not decode fails.
-pub fn scrub_json_strings(json: &str, secrets: &[&str]) -> Result<String, Error> {
-    let bad = || Error::Malformed("the API answer has an unreadable JSON string".into());
-    let mut out = String::with_capacity(json.len());
-    let mut rest = json;
-    while let Some(open) = rest.find('"') {
-        let (before, literal_on) = rest.split_at(open);
-        out.push_str(before);
-        let bytes = literal_on.as_bytes();
-        let (mut i, mut escaped) = (1, false);
-        let end = loop {
-            match bytes.get(i) {
-                None => return Err(bad()),
-                Some(b'\\') => (i, escaped) = (i + 2, true),
-                Some(b'"') => break i + 1,
-                Some(_) => i += 1,
-            }
-        };
-        let literal = literal_on.get(..end).ok_or_else(bad)?;
-        let decoded = if escaped {
-            let inner = literal.get(1..end - 1).ok_or_else(bad)?;
-            decode_json_string(inner).ok_or_else(bad)?
-        } else {
-            String::new()
-        };
-        let scrubbed = scrub(&decoded, secrets);
-        if scrubbed == decoded {
-            out.push_str(literal);
-        } else {
-            out.push_str(&serde_json::to_string(&scrubbed).map_err(|_| bad())?);
-        }
-        rest = literal_on.get(end..).ok_or_else(bad)?;
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Decodes the inside of a JSON string literal. A lone surrogate escape
-/// (which serde_json refuses, yet skips in a value it ignores, and which
-/// lenient readers accept) reads as U+FFFD; `None` for an unknown escape.
-fn decode_json_string(inner: &str) -> Option<String> {
-    let mut out = String::with_capacity(inner.len());
-    let mut units: Vec<u16> = Vec::new();
-    let flush = |units: &mut Vec<u16>, out: &mut String| {
-        out.extend(char::decode_utf16(units.drain(..)).map(|c| c.unwrap_or('\u{fffd}')));
-    };
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            flush(&mut units, &mut out);
-            out.push(c);
-            continue;
-        }
-        let plain = match chars.next()? {
-            'u' => {
-                let hex: String = chars.by_ref().take(4).collect();
-                if hex.len() != 4 || !hex.chars().all(|h| h.is_ascii_hexdigit()) {
-                    return None;
-                }
-                units.push(u16::from_str_radix(&hex, 16).ok()?);
-                continue;
-            }
-            '"' => '"',
-            '\\' => '\\',
-            '/' => '/',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            _ => return None,
-        };
-        flush(&mut units, &mut out);
-        out.push(plain);
-    }
-    flush(&mut units, &mut out);
-    Some(out)
 }
 
 /// What a non-200, non-404 status means. `retry_after_secs` is the parsed
@@ -287,15 +186,17 @@ pub fn excerpt(body: &[u8]) -> String {
 /// the error and its causes without the host's backtrace (wasmtime appends
 /// one when `RUST_BACKTRACE` is set), on one line, at most [`DETAIL_CHARS`]
 /// characters plus an ellipsis. Cuts on characters, never inside one.
-pub fn host_detail(debug: &str) -> String {
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) fn host_detail(debug: &str) -> String {
     let text = debug.split("Stack backtrace:").next().unwrap_or_default();
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut chars = one_line.chars().filter(|c| !c.is_control());
-    let mut out: String = chars.by_ref().take(DETAIL_CHARS).collect();
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
+    let one_line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    text::bounded(&one_line, DETAIL_CHARS).into_owned()
 }
 
 fn title_of<'a>(text: &'a str, lower: &str) -> Option<&'a str> {
@@ -460,54 +361,15 @@ mod tests {
     }
 
     #[test]
-    fn scrub_bytes_handles_binary() {
-        let body = [&b"\xff"[..], b"key-1234", b" and key-1234"].concat();
-        assert_eq!(
-            scrub_bytes(body, &["key-1234"]),
-            b"\xff[redacted] and [redacted]"
-        );
-        assert_eq!(scrub_bytes(b"abc".to_vec(), &["key-1234"]), b"abc");
-    }
-
-    #[test]
     fn wit_mapping_scrubs_secrets() {
         let e = Error::Unauthorized {
             excerpt: "bad key s3cr3t-key-value".into(),
         };
-        let EnrichError::Unauthorized(msg) = e.into_wit(&["s3cr3t-key-value"]) else {
+        let EnrichError::Unauthorized(msg) = e.into_wit(&Secrets::of_key(Some("s3cr3t-key-value")))
+        else {
             panic!("wrong kind");
         };
         assert!(!msg.contains("s3cr3t"));
         assert!(msg.contains("[redacted]"));
-    }
-
-    #[test]
-    fn json_strings_scrubbed_lexically_rest_verbatim() {
-        let secrets = ["s3cr3t-key"];
-        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
-        let json = format!(
-            r#"{{"a":"s3cr3t\u002dkey","b\/":"x\"y","n":1e400,"d":{deep},"k\u0073":"s3cr3t\u002dkey!"}}"#
-        );
-        assert_eq!(
-            scrub_json_strings(&json, &secrets).unwrap(),
-            format!(
-                r#"{{"a":"[redacted]","b\/":"x\"y","n":1e400,"d":{deep},"k\u0073":"[redacted]!"}}"#
-            )
-        );
-        assert!(scrub_json_strings(r#"{"a":"open"#, &secrets).is_err());
-        assert!(scrub_json_strings(r#"{"a":"\x"}"#, &secrets).is_err());
-        // Lone surrogates read as U+FFFD; a literal is kept unless scrubbed.
-        assert_eq!(
-            scrub_json_strings(
-                r#"["\ud800","s3cr3t\u002dkey\udc00","\ud83d\ude00"]"#,
-                &secrets
-            )
-            .unwrap(),
-            "[\"\\ud800\",\"[redacted]\u{fffd}\",\"\\ud83d\\ude00\"]"
-        );
-        assert_eq!(
-            decode_json_string(r#"a\ud83d\ude00\n\u0041\/\\\""#).as_deref(),
-            Some("a\u{1f600}\nA/\\\"")
-        );
     }
 }

@@ -1,41 +1,73 @@
-//! JSON forms of verdicts and errors, shared by every front end: the CLI's
-//! JSON Lines (`host-harness`, after converting its wasmtime types) and the
-//! service world's HTTP answers (`service/`). Two shapes:
+//! The one JSON writer: every JSON shape any front end writes is a borrowed
+//! `Serialize` struct here, so its keys come out in the order written below
+//! whatever serde_json features a build unifies, with no `serde_json::Value`
+//! in the guests. The CLI (after converting its wasmtime types), the service
+//! and the host scripts' documented shapes all come from these.
 //!
-//! - **native**: the verdict's fields in snake_case, enums lower-case, in the
-//!   documented order (README, "Output");
-//! - **ECS**: Elastic Common Schema threat-enrichment fields
-//!   (`threat.enrichments[].indicator.*`, `threat.enrichments[].matched.*`),
-//!   with Kaspersky's own fields under `kaspersky.tip.*` (README, "ECS").
+//! - **native**: a verdict's fields in snake_case, enums lower-case, in the
+//!   documented order (README, "Output"); an error line `{"ip", "error"}`;
+//! - **ECS**: Elastic Common Schema threat-enrichment documents
+//!   (`threat.enrichments[].indicator.*`, `matched.*`), Kaspersky's own fields
+//!   under `kaspersky.tip.*` (README, "ECS");
+//! - the **report** line of `--full`, and the service's own **problem** and
+//!   **health** answers.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
 
-use crate::bindings::{EnrichError, IpStatus, SoarVerdict, Verdict, VerdictSource, Zone};
+use crate::bindings::{EnrichError, IpStatus, Verdict, VerdictSource};
 use crate::error::kind;
+pub use crate::settings::{verdict_name, zone_name};
+use crate::text::bounded;
 
 /// Who answered, as ECS `indicator.provider` and `threat.feed.name`.
 pub const PROVIDER: &str = "Kaspersky Threat Intelligence Portal";
 
-/// Lower-case zone name (`grey`, never `gray`).
-pub fn zone_name(zone: Zone) -> &'static str {
-    match zone {
-        Zone::Red => "red",
-        Zone::Orange => "orange",
-        Zone::Yellow => "yellow",
-        Zone::Grey => "grey",
-        Zone::Green => "green",
-    }
+/// Longest echo of an input in an error line or document, in characters
+/// (an address is at most 45; a 20 MB line must not come back whole).
+pub const MAX_ECHO_CHARS: usize = 128;
+
+/// The fields of a native verdict line, in their order (README, "Output").
+pub const VERDICT_FIELDS: [&str; 18] = [
+    "ip",
+    "zone",
+    "threat_score",
+    "has_apt",
+    "related_report_ids",
+    "suspicious",
+    "verdict",
+    "found",
+    "source",
+    "status",
+    "country_code",
+    "categories",
+    "hits_count",
+    "first_seen",
+    "related_reports",
+    "day_requests",
+    "day_quota",
+    "reserved_block",
+];
+
+/// `value` as JSON bytes. Our shapes have string keys only, so this cannot
+/// fail; an empty vector would stand for it if it ever did.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Lower-case verdict name.
-pub fn verdict_name(v: SoarVerdict) -> &'static str {
-    match v {
-        SoarVerdict::Malicious => "malicious",
-        SoarVerdict::Suspicious => "suspicious",
-        SoarVerdict::Benign => "benign",
-        SoarVerdict::Unknown => "unknown",
-    }
+/// `value` as one JSON line (no trailing newline).
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Writes `value` and a newline.
+pub fn write_line<W: std::io::Write + ?Sized, T: Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
 }
 
 /// `IpGeneralInfo.Status`, spelled as its WIT case.
@@ -47,7 +79,8 @@ pub fn status_name(s: IpStatus) -> &'static str {
     }
 }
 
-fn source_name(s: VerdictSource) -> &'static str {
+/// `api` or `local`.
+pub fn source_name(s: VerdictSource) -> &'static str {
     match s {
         VerdictSource::Api => "api",
         VerdictSource::Local => "local",
@@ -70,15 +103,18 @@ pub fn error_message(e: &EnrichError) -> &str {
     }
 }
 
+/// An input as echoed: at most [`MAX_ECHO_CHARS`] characters.
+fn echo(input: &str) -> Cow<'_, str> {
+    bounded(input, MAX_ECHO_CHARS)
+}
+
 #[derive(Serialize)]
 struct ReportRef<'a> {
     id: &'a str,
     title: Option<&'a str>,
 }
 
-/// A verdict in its native shape, fields in the documented order. Serialize it
-/// directly to keep that order (a `serde_json::Value` keeps it only with
-/// serde_json's `preserve_order`, which the host enables and the guests do not).
+/// A verdict in its native shape, fields in [`VERDICT_FIELDS`] order.
 #[derive(Serialize)]
 pub struct VerdictLine<'a> {
     ip: &'a str,
@@ -106,12 +142,7 @@ fn report_ids(v: &Verdict) -> Vec<&str> {
     v.related_reports.iter().map(|r| r.id.as_str()).collect()
 }
 
-/// A verdict as a JSON object (the native shape).
-pub fn verdict_json(v: &Verdict) -> Value {
-    serde_json::to_value(verdict_line(v)).unwrap_or(Value::Null)
-}
-
-/// A verdict in the native shape, ready to serialize.
+/// A verdict in the native shape.
 pub fn verdict_line(v: &Verdict) -> VerdictLine<'_> {
     VerdictLine {
         ip: &v.ip,
@@ -142,27 +173,115 @@ pub fn verdict_line(v: &Verdict) -> VerdictLine<'_> {
     }
 }
 
-/// The `error` object of an error answer: kind, message, and the status or
-/// `Retry-After` where the kind has one.
-pub fn error_object(e: &EnrichError) -> Value {
-    let mut error = Map::new();
-    error.insert("kind".into(), kind(e).into());
-    error.insert("message".into(), error_message(e).into());
-    match e {
-        EnrichError::RateLimited(r) => {
-            error.insert("retry_after_secs".into(), json!(r.retry_after_secs));
-        }
-        EnrichError::Upstream(u) => {
-            error.insert("status".into(), json!(u.status));
-        }
-        _ => {}
-    }
-    Value::Object(error)
+/// The `error` object of an error line: kind, message, and `retry_after_secs`
+/// (rate-limited; null when the API gave none) or `status` (upstream).
+#[derive(Serialize)]
+pub struct ErrorObject<'a> {
+    kind: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_secs: Option<Option<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
 }
 
-/// An error for one input, in the native shape: the input as given, and the error.
-pub fn error_json(input: &str, e: &EnrichError) -> Value {
-    json!({ "ip": input, "error": error_object(e) })
+/// The error object of `e`.
+pub fn error_object(e: &EnrichError) -> ErrorObject<'_> {
+    ErrorObject {
+        kind: kind(e),
+        message: error_message(e),
+        retry_after_secs: match e {
+            EnrichError::RateLimited(r) => Some(r.retry_after_secs),
+            _ => None,
+        },
+        status: match e {
+            EnrichError::Upstream(u) => Some(u.status),
+            _ => None,
+        },
+    }
+}
+
+/// An error for one input: the input as given (at most [`MAX_ECHO_CHARS`]
+/// characters), and the error.
+#[derive(Serialize)]
+pub struct ErrorLine<'a> {
+    ip: Cow<'a, str>,
+    error: ErrorObject<'a>,
+}
+
+/// The error line of `input`.
+pub fn error_line<'a>(input: &'a str, e: &'a EnrichError) -> ErrorLine<'a> {
+    ErrorLine {
+        ip: echo(input),
+        error: error_object(e),
+    }
+}
+
+/// An error line of a kind outside the WIT variant, from the host: `trap`
+/// when the component trapped.
+pub fn host_error_line<'a>(input: &'a str, kind: &'a str, message: &'a str) -> ErrorLine<'a> {
+    ErrorLine {
+        ip: echo(input),
+        error: ErrorObject {
+            kind,
+            message,
+            retry_after_secs: None,
+            status: None,
+        },
+    }
+}
+
+/// A `--full` line: the verdict's fields, then `sections`, the API's answer
+/// as JSON (scrubbed of the key; `null` for local and 404 answers).
+#[derive(Serialize)]
+pub struct ReportLine<'a> {
+    #[serde(flatten)]
+    verdict: VerdictLine<'a>,
+    sections: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The report line of a verdict and the `sections-json` text that came with
+/// it. Text that is not one JSON value (it always is: the core parsed it)
+/// reads as `null`.
+pub fn report_line<'a>(
+    verdict: &'a Verdict,
+    sections: &'a Option<Box<serde_json::value::RawValue>>,
+) -> ReportLine<'a> {
+    ReportLine {
+        verdict: verdict_line(verdict),
+        sections: sections.as_deref(),
+    }
+}
+
+/// JSON text without the whitespace between its tokens (string contents kept
+/// as they are): the API pretty-prints its answers, and a JSON line must be
+/// one line. Lexical, so it keeps every number and key exactly.
+pub fn compact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `sections-json` text checked as one JSON value, for [`report_line`].
+pub fn raw_sections(text: &str) -> Option<Box<serde_json::value::RawValue>> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    serde_json::value::RawValue::from_string(text.to_owned()).ok()
 }
 
 /// ECS `indicator.confidence` from the threat score: `High` from 75 (Kaspersky's
@@ -178,98 +297,293 @@ fn confidence(score: Option<u8>) -> &'static str {
     }
 }
 
+#[derive(Serialize)]
+struct EcsEvent {
+    kind: &'static str,
+    category: [&'static str; 1],
+    #[serde(rename = "type")]
+    kind_of: [&'static str; 1],
+}
+
+impl EcsEvent {
+    fn of(kind: &'static str) -> EcsEvent {
+        EcsEvent {
+            kind,
+            category: ["threat"],
+            kind_of: ["indicator"],
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EcsGeo<'a> {
+    country_iso_code: &'a str,
+}
+
+#[derive(Serialize)]
+struct EcsIndicator<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ip: &'a str,
+    provider: &'static str,
+    confidence: &'static str,
+    description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seen: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sightings: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    geo: Option<EcsGeo<'a>>,
+}
+
+#[derive(Serialize)]
+struct EcsMatched<'a> {
+    atomic: Cow<'a, str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct EcsEnrichment<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    indicator: Option<EcsIndicator<'a>>,
+    matched: EcsMatched<'a>,
+}
+
+#[derive(Serialize)]
+struct EcsFeed {
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct EcsThreat<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feed: Option<EcsFeed>,
+    enrichments: [EcsEnrichment<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct KasperskyTip<'a> {
+    zone: &'static str,
+    threat_score: Option<u8>,
+    has_apt: bool,
+    related_report_ids: Vec<&'a str>,
+    verdict: &'static str,
+    suspicious: bool,
+    found: bool,
+    status: Option<&'static str>,
+    categories: &'a [String],
+    source: &'static str,
+    reserved_block: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Kaspersky<'a> {
+    tip: KasperskyTip<'a>,
+}
+
+/// A verdict as an ECS threat-enrichment document.
+#[derive(Serialize)]
+pub struct EcsVerdict<'a> {
+    event: EcsEvent,
+    threat: EcsThreat<'a>,
+    kaspersky: Kaspersky<'a>,
+}
+
 /// A verdict as Elastic Common Schema threat-enrichment fields.
 ///
 /// `indicator.*` describes what Kaspersky knows of the address;
 /// `matched.atomic` is the address, `matched.field` the event field it came
 /// from when the caller knows it (e.g. `source.ip`).
-pub fn ecs_verdict(v: &Verdict, matched_field: Option<&str>) -> Value {
-    let indicator_type = if v.ip.contains(':') {
-        "ipv6-addr"
-    } else {
-        "ipv4-addr"
-    };
-    let mut indicator = Map::new();
-    indicator.insert("type".into(), indicator_type.into());
-    indicator.insert("ip".into(), v.ip.as_str().into());
-    indicator.insert("provider".into(), PROVIDER.into());
-    indicator.insert("confidence".into(), confidence(v.threat_score).into());
-    indicator.insert(
-        "description".into(),
-        format!(
+pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVerdict<'a> {
+    let indicator = EcsIndicator {
+        kind: if v.ip.contains(':') {
+            "ipv6-addr"
+        } else {
+            "ipv4-addr"
+        },
+        ip: &v.ip,
+        provider: PROVIDER,
+        confidence: confidence(v.threat_score),
+        description: format!(
             "Kaspersky zone {}, verdict {}{}",
             zone_name(v.zone),
             verdict_name(v.verdict),
             v.threat_score
                 .map(|s| format!(", threat score {s}"))
                 .unwrap_or_default()
-        )
-        .into(),
-    );
-    if let Some(first_seen) = &v.first_seen {
-        indicator.insert("first_seen".into(), first_seen.as_str().into());
-    }
-    if let Some(hits) = v.hits_count {
-        indicator.insert("sightings".into(), hits.into());
-    }
-    if let Some(cc) = &v.country_code {
-        indicator.insert("geo".into(), json!({ "country_iso_code": cc }));
-    }
-    let mut matched = Map::new();
-    matched.insert("atomic".into(), v.ip.as_str().into());
-    matched.insert("type".into(), "enrichment".into());
-    if let Some(field) = matched_field {
-        matched.insert("field".into(), field.into());
-    }
-    json!({
-        "event": { "kind": "enrichment", "category": ["threat"], "type": ["indicator"] },
-        "threat": {
-            "feed": { "name": PROVIDER },
-            "enrichments": [{ "indicator": indicator, "matched": matched }],
+        ),
+        first_seen: v.first_seen.as_deref(),
+        sightings: v.hits_count,
+        geo: v.country_code.as_deref().map(|cc| EcsGeo {
+            country_iso_code: cc,
+        }),
+    };
+    EcsVerdict {
+        event: EcsEvent::of("enrichment"),
+        threat: EcsThreat {
+            feed: Some(EcsFeed { name: PROVIDER }),
+            enrichments: [EcsEnrichment {
+                indicator: Some(indicator),
+                matched: EcsMatched {
+                    atomic: Cow::Borrowed(&v.ip),
+                    kind: Some("enrichment"),
+                    field: matched_field,
+                },
+            }],
         },
-        "kaspersky": { "tip": {
-            "zone": zone_name(v.zone),
-            "threat_score": v.threat_score,
-            "has_apt": v.has_apt,
-            "related_report_ids": report_ids(v),
-            "verdict": verdict_name(v.verdict),
-            "suspicious": v.suspicious,
-            "found": v.found,
-            "status": v.status.map(status_name),
-            "categories": v.categories,
-            "source": source_name(v.source),
-            "reserved_block": v.reserved_block,
-        }},
-    })
+        kaspersky: Kaspersky {
+            tip: KasperskyTip {
+                zone: zone_name(v.zone),
+                threat_score: v.threat_score,
+                has_apt: v.has_apt,
+                related_report_ids: report_ids(v),
+                verdict: verdict_name(v.verdict),
+                suspicious: v.suspicious,
+                found: v.found,
+                status: v.status.map(status_name),
+                categories: &v.categories,
+                source: source_name(v.source),
+                reserved_block: v.reserved_block.as_deref(),
+            },
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct EcsErrorFields<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+}
+
+/// An error as an ECS document.
+#[derive(Serialize)]
+pub struct EcsError<'a> {
+    event: EcsEvent,
+    error: EcsErrorFields<'a>,
+    threat: EcsThreat<'a>,
 }
 
 /// An error for one input as an ECS document: `event.kind: pipeline_error`,
-/// `error.type` the kind, `error.message` the message.
-pub fn ecs_error(input: &str, e: &EnrichError, matched_field: Option<&str>) -> Value {
-    let mut matched = Map::new();
-    matched.insert("atomic".into(), input.into());
-    if let Some(field) = matched_field {
-        matched.insert("field".into(), field.into());
+/// `error.type` the kind, `error.message` the message, `error.code` the
+/// HTTP status of an upstream error.
+pub fn ecs_error<'a>(
+    input: &'a str,
+    e: &'a EnrichError,
+    matched_field: Option<&'a str>,
+) -> EcsError<'a> {
+    let code = match e {
+        EnrichError::Upstream(u) => Some(u.status.to_string()),
+        _ => None,
+    };
+    ecs_error_document(input, kind(e), error_message(e), code, matched_field)
+}
+
+/// [`ecs_error`] for a host error kind (`trap`).
+pub fn ecs_host_error<'a>(
+    input: &'a str,
+    kind: &'a str,
+    message: &'a str,
+    matched_field: Option<&'a str>,
+) -> EcsError<'a> {
+    ecs_error_document(input, kind, message, None, matched_field)
+}
+
+fn ecs_matched_only<'a>(input: &'a str, matched_field: Option<&'a str>) -> EcsThreat<'a> {
+    EcsThreat {
+        feed: None,
+        enrichments: [EcsEnrichment {
+            indicator: None,
+            matched: EcsMatched {
+                atomic: echo(input),
+                kind: None,
+                field: matched_field,
+            },
+        }],
     }
-    let mut error = Map::new();
-    error.insert("type".into(), kind(e).into());
-    error.insert("message".into(), error_message(e).into());
-    if let EnrichError::Upstream(u) = e {
-        error.insert("code".into(), u.status.to_string().into());
+}
+
+fn ecs_error_document<'a>(
+    input: &'a str,
+    kind: &'a str,
+    message: &'a str,
+    code: Option<String>,
+    matched_field: Option<&'a str>,
+) -> EcsError<'a> {
+    EcsError {
+        event: EcsEvent::of("pipeline_error"),
+        error: EcsErrorFields {
+            kind,
+            message,
+            code,
+        },
+        threat: ecs_matched_only(input, matched_field),
     }
-    json!({
-        "event": { "kind": "pipeline_error", "category": ["threat"], "type": ["indicator"] },
-        "error": error,
-        "threat": { "enrichments": [{ "matched": matched }] },
-    })
+}
+
+/// The service's own problem (no address involved): `{"error": {kind, message}}`.
+#[derive(Serialize)]
+pub struct Problem<'a> {
+    error: ProblemFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ProblemFields<'a> {
+    kind: &'a str,
+    message: &'a str,
+}
+
+/// A problem answer's body.
+pub fn problem<'a>(kind: &'a str, message: &'a str) -> Problem<'a> {
+    Problem {
+        error: ProblemFields { kind, message },
+    }
+}
+
+/// The service's health answer: `status`, `service`, `version`, `configured`,
+/// and `problem` (kind, message) when the settings do not resolve.
+#[derive(Serialize)]
+pub struct Health<'a> {
+    status: &'static str,
+    service: &'static str,
+    version: &'a str,
+    configured: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<ProblemFields<'a>>,
+}
+
+/// The health answer for a service of `version` whose settings resolve (or
+/// not, and why).
+pub fn health<'a>(version: &'a str, config: &'a Result<(), EnrichError>) -> Health<'a> {
+    Health {
+        status: "ok",
+        service: "tip-enrich",
+        version,
+        configured: config.is_ok(),
+        problem: config.as_ref().err().map(|e| ProblemFields {
+            kind: kind(e),
+            message: error_message(e),
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::{AptReport, Quota, RateLimit, UpstreamError};
+    use crate::bindings::{AptReport, Quota, RateLimit, SoarVerdict, UpstreamError, Zone};
+    use serde_json::{Value, json};
+
+    fn value(v: &impl Serialize) -> Value {
+        serde_json::from_str(&to_string(v)).unwrap()
+    }
 
     fn verdict() -> Verdict {
+        use crate::bindings::{IpStatus, VerdictSource};
         Verdict {
             ip: "45.9.148.108".into(),
             zone: Zone::Red,
@@ -300,29 +614,15 @@ mod tests {
     fn native_fields_in_documented_order() {
         let text = serde_json::to_string(&verdict_line(&verdict())).unwrap();
         let mut at = 0;
-        for key in [
-            "ip",
-            "zone",
-            "threat_score",
-            "has_apt",
-            "related_report_ids",
-            "suspicious",
-            "verdict",
-            "found",
-            "source",
-            "status",
-            "country_code",
-            "categories",
-            "hits_count",
-            "first_seen",
-            "related_reports",
-            "day_requests",
-            "day_quota",
-        ] {
-            let found = text[at..].find(&format!("\"{key}\":")).map(|i| i + at);
+        for key in VERDICT_FIELDS.iter().filter(|k| **k != "reserved_block") {
+            let found = text
+                .get(at..)
+                .unwrap()
+                .find(&format!("\"{key}\":"))
+                .map(|i| i + at);
             at = found.unwrap_or_else(|| panic!("{key} missing or out of order in {text}"));
         }
-        let v = verdict_json(&verdict());
+        let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["related_report_ids"], json!(["r1"]));
         assert_eq!(v["related_reports"][0]["title"], "Op");
         assert_eq!(v["day_quota"], 2000);
@@ -335,20 +635,106 @@ mod tests {
             message: "busy".into(),
         });
         assert_eq!(
-            error_json("x", &e),
-            json!({"ip": "x", "error": {"kind": "upstream", "message": "busy", "status": 503}})
+            to_string(&error_line("x", &e)),
+            r#"{"ip":"x","error":{"kind":"upstream","message":"busy","status":503}}"#
         );
         let e = EnrichError::RateLimited(RateLimit {
             retry_after_secs: Some(7),
             message: "slow down".into(),
         });
-        assert_eq!(error_object(&e)["retry_after_secs"], 7);
-        assert_eq!(ecs_error("x", &e, None)["error"]["type"], "rate-limited");
+        assert_eq!(value(&error_object(&e))["retry_after_secs"], 7);
+        assert_eq!(
+            value(&ecs_error("x", &e, None))["error"]["type"],
+            "rate-limited"
+        );
+        let none = EnrichError::RateLimited(RateLimit {
+            retry_after_secs: None,
+            message: "m".into(),
+        });
+        assert_eq!(
+            to_string(&error_object(&none)),
+            r#"{"kind":"rate-limited","message":"m","retry_after_secs":null}"#
+        );
+    }
+
+    #[test]
+    fn an_error_line_echoes_a_bounded_excerpt_of_its_input() {
+        let huge = "x".repeat(20 * 1024 * 1024);
+        let e = EnrichError::InvalidIp("not an address".into());
+        let line = to_string(&error_line(&huge, &e));
+        assert!(line.len() < 1024, "{} bytes", line.len());
+        let echoed = value(&error_line(&huge, &e))["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(echoed.chars().count(), MAX_ECHO_CHARS + 1);
+        assert!(echoed.ends_with('…'));
+        let ecs = to_string(&ecs_error(&huge, &e, None));
+        assert!(ecs.len() < 1024);
+    }
+
+    #[test]
+    fn key_order_is_fixed_for_every_shape() {
+        let e = EnrichError::Upstream(UpstreamError {
+            status: 500,
+            message: "m".into(),
+        });
+        assert_eq!(
+            to_string(&ecs_error("1.2.3.4", &e, Some("source.ip"))),
+            r#"{"event":{"kind":"pipeline_error","category":["threat"],"type":["indicator"]},"error":{"type":"upstream","message":"m","code":"500"},"threat":{"enrichments":[{"matched":{"atomic":"1.2.3.4","field":"source.ip"}}]}}"#
+        );
+        let text = to_string(&ecs_verdict(&verdict(), None));
+        let (event, threat, kaspersky) = (
+            text.find(r#""event":"#).unwrap(),
+            text.find(r#""threat":"#).unwrap(),
+            text.find(r#""kaspersky":"#).unwrap(),
+        );
+        assert!(event < threat && threat < kaspersky, "{text}");
+        assert_eq!(
+            to_string(&problem("not-found", "no")),
+            r#"{"error":{"kind":"not-found","message":"no"}}"#
+        );
+        let bad = Err(EnrichError::Config("no key".into()));
+        assert_eq!(
+            to_string(&health("1.0", &bad)),
+            r#"{"status":"ok","service":"tip-enrich","version":"1.0","configured":false,"problem":{"kind":"config","message":"no key"}}"#
+        );
+        assert_eq!(
+            to_string(&health("1.0", &Ok(()))),
+            r#"{"status":"ok","service":"tip-enrich","version":"1.0","configured":true}"#
+        );
+    }
+
+    #[test]
+    fn compact_drops_whitespace_between_tokens_only() {
+        let text = "{\n  \"a b\": [1, 2.50e3],\r\n\t\"c\": \"x \\\" y\\\\\" , \"d\" : null }";
+        assert_eq!(
+            compact(text),
+            r#"{"a b":[1,2.50e3],"c":"x \" y\\","d":null}"#
+        );
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v, serde_json::from_str::<Value>(&compact(text)).unwrap());
+    }
+
+    #[test]
+    fn report_line_is_the_verdict_then_the_sections() {
+        let v = verdict();
+        let sections = raw_sections(r#"{"Zone":"Red","IpWhoIs":{"Net":{"Name":"X"}}}"#);
+        let text = to_string(&report_line(&v, &sections));
+        assert!(
+            text.starts_with(r#"{"ip":"45.9.148.108","zone":"red""#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#","sections":{"Zone":"Red","IpWhoIs":{"Net":{"Name":"X"}}}}"#),
+            "{text}"
+        );
+        assert!(to_string(&report_line(&v, &raw_sections(""))).ends_with(r#","sections":null}"#));
     }
 
     #[test]
     fn ecs_maps_indicator_and_matched() {
-        let e = ecs_verdict(&verdict(), Some("source.ip"));
+        let e = value(&ecs_verdict(&verdict(), Some("source.ip")));
         let enrichment = &e["threat"]["enrichments"][0];
         assert_eq!(enrichment["indicator"]["type"], "ipv4-addr");
         assert_eq!(enrichment["indicator"]["ip"], "45.9.148.108");
@@ -364,7 +750,7 @@ mod tests {
         v6.ip = "2a0e:1c80:1::1".into();
         v6.threat_score = None;
         v6.country_code = None;
-        let e = ecs_verdict(&v6, None);
+        let e = value(&ecs_verdict(&v6, None));
         let indicator = &e["threat"]["enrichments"][0]["indicator"];
         assert_eq!(indicator["type"], "ipv6-addr");
         assert_eq!(indicator["confidence"], "Not Specified");

@@ -6,7 +6,6 @@
 //! Only malformed JSON itself (or JSON nested deeper than serde_json's recursion
 //! limit) fails the parse.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -14,36 +13,6 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::bindings::{IpStatus, Zone};
-
-thread_local! {
-    /// Secrets to scrub from every string read while [`with_secrets`] runs.
-    static SECRETS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` (a parse) with every string it reads scrubbed of `secrets`: a
-/// server that echoes the key, even JSON-escaped, cannot put it in a verdict.
-pub(crate) fn with_secrets<R>(secrets: &[&str], f: impl FnOnce() -> R) -> R {
-    SECRETS.with(|s| *s.borrow_mut() = secrets.iter().map(|x| (*x).to_owned()).collect());
-    let out = f();
-    SECRETS.with(|s| s.borrow_mut().clear());
-    out
-}
-
-/// Scrubs a string read from the API (see [`with_secrets`]).
-pub(crate) fn clean(text: String) -> String {
-    SECRETS.with(|s| {
-        let secrets = s.borrow();
-        if secrets
-            .iter()
-            .any(|k| k.len() >= 4 && text.contains(k.as_str()))
-        {
-            let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            crate::error::scrub(&text, &refs)
-        } else {
-            text
-        }
-    })
-}
 
 /// Any JSON value, with objects dropped (their contents are never needed by a
 /// scalar field) and arrays kept for text lists.
@@ -95,10 +64,10 @@ impl<'de> Visitor<'de> for AnyVisitor {
         Ok(Any::F64(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Any, E> {
-        Ok(Any::Str(clean(v.to_owned())))
+        Ok(Any::Str(v.to_owned()))
     }
     fn visit_string<E>(self, v: String) -> Result<Any, E> {
-        Ok(Any::Str(clean(v)))
+        Ok(Any::Str(v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Any, A::Error> {
         let mut items = Vec::new();
@@ -114,13 +83,14 @@ impl<'de> Visitor<'de> for AnyVisitor {
 }
 
 impl Any {
-    /// Text of a scalar: strings as they are, numbers and booleans spelled out.
+    /// Text of a scalar: strings as they are, whole numbers and booleans
+    /// spelled out. A fractional number is no text any field of the verdict
+    /// holds, so it reads as absent (and no float formatting is linked).
     fn scalar_text(&self) -> Option<String> {
         match self {
             Any::Str(s) => Some(s.clone()),
             Any::U64(n) => Some(n.to_string()),
             Any::I64(n) => Some(n.to_string()),
-            Any::F64(n) if n.is_finite() => Some(n.to_string()),
             Any::Bool(b) => Some(b.to_string()),
             _ => None,
         }
@@ -136,7 +106,7 @@ impl Any {
                 let s = s.trim();
                 s.parse::<u64>()
                     .ok()
-                    .or_else(|| s.parse::<f64>().ok().and_then(float_to_count))
+                    .or_else(|| parse_f64(s).and_then(float_to_count))
             }
             _ => None,
         }
@@ -147,11 +117,17 @@ impl Any {
             Any::U64(n) => *n as f64,
             Any::I64(n) => *n as f64,
             Any::F64(f) => *f,
-            Any::Str(s) => s.trim().parse::<f64>().ok()?,
+            Any::Str(s) => parse_f64(s.trim())?,
             _ => return None,
         };
         f.is_finite().then_some(f)
     }
+}
+
+/// A number written as a string (`"92"`, `"1e3"`), read with serde_json's own
+/// float parser: the component then links one float parser, not two.
+fn parse_f64(s: &str) -> Option<f64> {
+    serde_json::from_str::<f64>(s).ok()
 }
 
 fn float_to_count(f: f64) -> Option<u64> {
@@ -250,11 +226,6 @@ scalar_field!(
 scalar_field!(
     /// A threat score: 0 to 100 inclusive; anything else is unknown.
     Score, u8, |a| a.float().filter(|f| (0.0..=100.0).contains(f)).map(|f| f.round() as u8)
-);
-
-scalar_field!(
-    /// A finite floating-point number.
-    Float, f64, |a| a.float()
 );
 
 scalar_field!(
@@ -416,32 +387,6 @@ impl<R: Lenient> Lenient for Records<R> {
     fn into_out(self) -> Self::Out {
         self.0
             .map(|v| v.into_iter().map(Lenient::into_out).collect())
-    }
-}
-
-/// `DataFeeds`: texts kept as they are, anything else as compact JSON.
-#[derive(Debug, Default)]
-pub(crate) struct FeedList(pub Option<Vec<String>>);
-
-impl<'de> Deserialize<'de> for FeedList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(d)?;
-        let text = |v: serde_json::Value| match v {
-            serde_json::Value::String(s) => clean(s),
-            other => clean(other.to_string()),
-        };
-        Ok(FeedList(match value {
-            serde_json::Value::Null => None,
-            serde_json::Value::Array(items) => Some(items.into_iter().map(text).collect()),
-            other => Some(vec![text(other)]),
-        }))
-    }
-}
-
-impl Lenient for FeedList {
-    type Out = Option<Vec<String>>;
-    fn into_out(self) -> Self::Out {
-        self.0
     }
 }
 

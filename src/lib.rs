@@ -1,98 +1,83 @@
-//! tip-enrich: IP enrichment from the Kaspersky Threat Intelligence Portal as a
-//! WebAssembly component.
+//! tip-enrich: IP enrichment from the Kaspersky Threat Intelligence Portal,
+//! as a pure core that the WebAssembly components and the host link.
 //!
-//! Layout (see ARCHITECTURE.md): a pure core with no IO —
-//! [`ip`] (parsing, special-purpose blocks), [`config`] (settings resolution),
-//! [`request`] (request building), [`response`] + [`lenient`] (tolerant
-//! parsing), [`verdict`] (verdict derivation), [`error`] (errors and the one
-//! mapping to WIT), [`client`] (the flow over a `Transport`) — and one module,
-//! `wasi_http`, that touches WASI, compiled for wasm32 only.
+//! This crate is the facade: what the components (`component/`, `service/`),
+//! the host (`host-harness/`), fuzzing and the benchmark use is re-exported
+//! here, documented; everything else is crate-private. Start reading at
+//! [`Client`] (the flow over a [`Transport`]), [`settings`] (every setting,
+//! once) and [`json`] (every JSON shape, once). ARCHITECTURE.md has the map.
+//!
+//! The core does no IO: requests go through a [`Transport`] (wasi-http in the
+//! components, a simulated fake in tests), settings through an environment
+//! lookup. One module, `wasi_http`, touches WASI; it is compiled for wasm32
+//! only.
 
-// Input, API data and the host can reach every line outside tests: no panics.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing,
-        clippy::unreachable,
-        clippy::todo
-    )
-)]
+#![deny(missing_docs)]
 
 pub mod bindings;
-pub mod cache;
-pub mod client;
-pub mod config;
-pub mod error;
-pub mod ip;
+mod cache;
+mod client;
+mod config;
+mod error;
+mod ip;
 pub mod json;
-pub(crate) mod lenient;
-pub mod request;
-pub mod response;
-pub mod schedule;
-pub mod transport;
-pub mod verdict;
+mod lenient;
+mod request;
+mod response;
+mod schedule;
+mod secrets;
+pub mod settings;
+mod text;
+mod transport;
+mod verdict;
 #[cfg(target_arch = "wasm32")]
-pub mod wasi_http;
+mod wasi_http;
 
-pub use lenient::{parse_status, parse_zone};
+pub use cache::{Cache, DEFAULT_MAX_ENTRIES};
+pub use client::Client;
+pub use config::{
+    BaseUrl, Config, EnvLookup, Purpose, VERDICT_SECTIONS, VerdictMap, default_base_url,
+};
+pub use error::{Error, excerpt, kind as error_kind, parse_retry_after, status_error};
+pub use ip::{IANA_REGISTRY_AS_OF, IpError, SpecialBlock, parse_ip, special_block};
+pub use request::{HttpRequest, build_request, is_auth_header};
+pub use response::{CategoryWithZone, IpGeneralInfo, LicenseInfo, VerdictSections, parse_answer};
+pub use secrets::{REDACTED, Secrets};
+pub use text::{bounded, prefix};
+pub use transport::{HttpResponse, Limits, SendError, Ticket, Transport};
+pub use verdict::{SUSPICIOUS_SCORES, from_sections, soar_verdict};
+#[cfg(target_arch = "wasm32")]
+pub use wasi_http::{WasiHttp, environment, with_client};
 
 #[cfg(all(target_arch = "wasm32", feature = "enricher"))]
 mod component {
-    use std::cell::RefCell;
-
     use crate::bindings::{EnrichError, Guest, Report, Settings, Verdict};
-    use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
-    use crate::client::Client;
-    use crate::config::empty_settings;
-    use crate::wasi_http::{WasiHttp, environment};
-
-    thread_local! {
-        /// The instance's verdict cache: it lives as long as the instance.
-        static CACHE: RefCell<Cache> = RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
-    }
+    use crate::wasi_http::{environment, with_client};
 
     struct Component;
 
-    fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
-        let mut transport = WasiHttp::default();
-        // One trip across the boundary for the whole environment per call.
-        let environment = environment();
-        let env = |name: &str| {
+    /// The environment once per call (one trip across the boundary).
+    fn env_lookup(environment: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+        |name| {
             environment
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
-        };
-        CACHE.with(|cache| match cache.try_borrow_mut() {
-            Ok(mut cache) => f(&mut Client::new(&mut transport, &env).with_cache(&mut cache)),
-            Err(_) => f(&mut Client::new(&mut transport, &env)),
-        })
+        }
     }
 
     impl Guest for Component {
-        fn enrich(ip: String) -> Result<Verdict, EnrichError> {
-            with_client(|c| c.enrich(&ip, &empty_settings()))
+        fn enrich(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
+            let env = environment();
+            with_client(&env_lookup(&env), |c| c.enrich(&ip, &settings))
         }
-        fn enrich_with(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
-            with_client(|c| c.enrich(&ip, &settings))
+        fn enrich_batch(ips: Vec<String>, settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
+            let env = environment();
+            with_client(&env_lookup(&env), |c| c.enrich_batch(&ips, &settings))
         }
-        fn enrich_batch(ips: Vec<String>) -> Vec<Result<Verdict, EnrichError>> {
-            with_client(|c| c.enrich_batch(&ips, &empty_settings()))
-        }
-        fn enrich_batch_with(
-            ips: Vec<String>,
-            settings: Settings,
-        ) -> Vec<Result<Verdict, EnrichError>> {
-            with_client(|c| c.enrich_batch(&ips, &settings))
-        }
-        fn lookup(ip: String) -> Result<Report, EnrichError> {
-            with_client(|c| c.lookup(&ip, &empty_settings()))
-        }
-        fn lookup_with(ip: String, settings: Settings) -> Result<Report, EnrichError> {
-            with_client(|c| c.lookup(&ip, &settings))
+        fn lookup(ip: String, settings: Settings) -> Result<Report, EnrichError> {
+            let env = environment();
+            with_client(&env_lookup(&env), |c| c.lookup(&ip, &settings))
         }
     }
 

@@ -94,7 +94,7 @@ pub fn build_request(config: &Config, ip: IpAddr) -> Result<HttpRequest, Error> 
         AuthScheme::Bearer => ("authorization".to_owned(), format!("Bearer {key}")),
         AuthScheme::Basic => (
             "authorization".to_owned(),
-            format!("Basic {}", crate::error::basic_token(key)),
+            format!("Basic {}", crate::secrets::basic_token(key)),
         ),
     };
     Ok(HttpRequest {
@@ -112,7 +112,8 @@ pub fn build_request(config: &Config, ip: IpAddr) -> Result<HttpRequest, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Purpose, empty_settings};
+    use crate::config::Purpose;
+    use crate::settings::empty as empty_settings;
 
     fn config(vars: &[(&str, &str)], purpose: Purpose) -> Config {
         let vars: Vec<(String, String)> = vars

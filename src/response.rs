@@ -1,20 +1,19 @@
-//! Tolerant parsing of an IP answer into the typed WIT sections.
+//! Tolerant parsing of an IP answer into the sections a verdict needs
+//! (`LicenseInfo`, `Zone`, `IpGeneralInfo`).
 //!
-//! Every section and field is optional, unknown keys are ignored, and a field
-//! of the wrong type reads as absent (see [`crate::lenient`]). Only a body that
-//! is not one JSON object fails.
+//! Every section and field is optional, unknown keys (every other section
+//! included) are skipped without being kept, and a field of the wrong type
+//! reads as absent (see [`crate::lenient`]). Only a body that is not one JSON
+//! object fails. `lookup` hands the other sections to callers as the answer's
+//! JSON text, not typed (BENCHMARKS.md, "The report's sections").
 
 use serde::Deserialize;
 
-use crate::bindings::{
-    AptReport, CategoryWithZone, DnsResolution, DownloadedFile, FeedMask, HostedUrl, IpGeneralInfo,
-    IpWhois, LicenseInfo, PhishingInfo, RelatedObjects, SpamInfo, WhoisAsn, WhoisContact, WhoisNet,
-    Zone,
-};
+use crate::bindings::{AptReport, IpStatus, Zone};
 use crate::error::Error;
 use crate::lenient::{
-    Count, FeedList, Flag, Float, Lenient, Records, Score, Section, StatusField, Text, TextList,
-    ZoneField, object_only,
+    Count, Flag, Lenient, Records, Score, Section, StatusField, Text, TextList, ZoneField,
+    object_only,
 };
 
 /// Declares a raw serde struct of lenient fields and its conversion to the WIT record.
@@ -37,15 +36,58 @@ macro_rules! raw_record {
     };
 }
 
+/// `LicenseInfo`: the licence used.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LicenseInfo {
+    /// `Commercial` or `Trial`.
+    pub access_type: Option<String>,
+    /// Requests made today.
+    pub day_requests: Option<u64>,
+    /// Daily request limit.
+    pub day_quota: Option<u64>,
+    /// When the API token expires.
+    pub token_expiration_date: Option<String>,
+}
+
+/// One `CategoriesWithZone` entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CategoryWithZone {
+    /// Category name (`Name`, or `Category` in older answers).
+    pub name: Option<String>,
+    /// The category's zone.
+    pub zone: Option<Zone>,
+}
+
+/// `IpGeneralInfo`: what the API knows of the address itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpGeneralInfo {
+    /// Popularity.
+    pub hits_count: Option<u64>,
+    /// First seen (UTC), as the API wrote it.
+    pub first_seen: Option<String>,
+    /// Threat score 0-100.
+    pub threat_score: Option<u8>,
+    /// The address as the API wrote it.
+    pub ip: Option<String>,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country_code: Option<String>,
+    /// `Status`.
+    pub status: Option<IpStatus>,
+    /// `Categories`.
+    pub categories: Option<Vec<String>>,
+    /// `CategoriesWithZone`.
+    pub categories_with_zone: Option<Vec<CategoryWithZone>>,
+    /// `HasApt`.
+    pub has_apt: Option<bool>,
+    /// `RelatedAptReports` with a non-empty ID.
+    pub related_apt_reports: Option<Vec<AptReport>>,
+}
+
 raw_record!(LicenseInfoRaw => LicenseInfo {
     access_type: Text = "AccessType",
     day_requests: Count = "DayRequests",
     day_quota: Count = "DayQuota",
     token_expiration_date: Text = "TokenExpirationDate",
-});
-
-raw_record!(RelatedObjectsRaw => RelatedObjects {
-    has_red_zone: Flag = "HasRedZone",
 });
 
 raw_record!(CategoryWithZoneRaw => CategoryWithZone {
@@ -64,93 +106,6 @@ raw_record!(IpGeneralInfoRaw => IpGeneralInfo {
     categories_with_zone: Records<CategoryWithZoneRaw> = "CategoriesWithZone",
     has_apt: Flag = "HasApt",
     related_apt_reports: AptReports = "RelatedAptReports",
-});
-
-raw_record!(DownloadedFileRaw => DownloadedFile {
-    zone: ZoneField = "Zone",
-    download_hits_count: Count = "DownloadHitsCount",
-    md5: Text = "Md5",
-    first_seen: Text = "FirstSeen",
-    last_seen: Text = "LastSeen",
-    detection_name: Text = "DetectionName",
-    url: TextList = "Url",
-});
-
-raw_record!(HostedUrlRaw => HostedUrl {
-    zone: ZoneField = "Zone",
-    url_hits_count: Count = "UrlHitsCount",
-    url: Text = "Url",
-    is_url_truncated: Flag = "IsUrlTruncated",
-    first_seen: Text = "FirstSeen",
-    last_seen: Text = "LastSeen",
-});
-
-raw_record!(FeedMaskRaw => FeedMask {
-    zone: ZoneField = "Zone",
-    status: Text = "Status",
-    normalized_mask: Text = "NormalizedMask",
-    feed_names: TextList = "FeedNames",
-    mask_type: Text = "MaskType",
-});
-
-raw_record!(WhoisAsnRaw => WhoisAsn {
-    number: Text = "Number",
-    origin: Text = "Origin",
-    description: TextList = "Description",
-});
-
-raw_record!(WhoisNetRaw => WhoisNet {
-    range_start: Text = "RangeStart",
-    range_end: Text = "RangeEnd",
-    created: Text = "Created",
-    changed: Text = "Changed",
-    name: Text = "Name",
-    description: TextList = "Description",
-});
-
-raw_record!(WhoisContactRaw => WhoisContact {
-    address: Text = "Address",
-    organization_id: Text = "OrganizationId",
-    name: Text = "Name",
-    contact_role: Text = "ContactRole",
-    contact_type: Text = "ContactType",
-    fax: Text = "Fax",
-    phone: Text = "Phone",
-    email: Text = "Email",
-});
-
-raw_record!(IpWhoisRaw => IpWhois {
-    asn: Records<WhoisAsnRaw> = "Asn",
-    net: Section<WhoisNetRaw> = "Net",
-    contacts: Records<WhoisContactRaw> = "Contacts",
-});
-
-raw_record!(DnsResolutionRaw => DnsResolution {
-    zone: ZoneField = "Zone",
-    domain: Text = "Domain",
-    first_seen: Text = "FirstSeen",
-    last_seen: Text = "LastSeen",
-    hits_count: Count = "HitsCount",
-    daily_peak: Count = "DailyPeak",
-    peak_date: Text = "PeakDate",
-    categories: TextList = "Categories",
-});
-
-raw_record!(SpamInfoRaw => SpamInfo {
-    spam_attacks: Count = "spam_attacks",
-    spam_ratio: Float = "spam_ratio",
-    last_attack_date: Text = "last_attack_date",
-    spam_attack_types: TextList = "spam_attack_types",
-});
-
-raw_record!(PhishingInfoRaw => PhishingInfo {
-    phishing_attacks: Count = "phishing_attacks",
-    last_attack_date: Text = "last_attack_date",
-    regions: TextList = "regions",
-    phish_kit: TextList = "phish_kit",
-    stolen_data_type: TextList = "stolen_data_type",
-    attacked_industry: TextList = "attacked_industry",
-    attacked_organization: TextList = "attacked_organization",
 });
 
 /// One `RelatedAptReports` entry before validation: entries without an ID are dropped.
@@ -192,26 +147,8 @@ pub struct IpAnswer {
     license_info: Section<LicenseInfoRaw>,
     #[serde(rename = "Zone", default)]
     zone: ZoneField,
-    #[serde(rename = "RelatedObjects", default)]
-    related_objects: Section<RelatedObjectsRaw>,
     #[serde(rename = "IpGeneralInfo", default)]
     ip_general_info: Section<IpGeneralInfoRaw>,
-    #[serde(rename = "FilesDownloadedFromIp", default)]
-    files_downloaded_from_ip: Records<DownloadedFileRaw>,
-    #[serde(rename = "HostedUrls", default)]
-    hosted_urls: Records<HostedUrlRaw>,
-    #[serde(rename = "FeedMasks", default)]
-    feed_masks: Records<FeedMaskRaw>,
-    #[serde(rename = "IpWhoIs", default, alias = "IpWHOIS", alias = "IpWhois")]
-    ip_whois: Section<IpWhoisRaw>,
-    #[serde(rename = "IpDnsResolutions", default)]
-    ip_dns_resolutions: Records<DnsResolutionRaw>,
-    #[serde(rename = "IPSpamInfo", default, alias = "IpSpamInfo")]
-    ip_spam_info: Section<SpamInfoRaw>,
-    #[serde(rename = "IPPhishingInfo", default, alias = "IpPhishingInfo")]
-    ip_phishing_info: Section<PhishingInfoRaw>,
-    #[serde(rename = "DataFeeds", default)]
-    data_feeds: FeedList,
 }
 
 /// The sections a verdict is derived from.
@@ -225,58 +162,13 @@ pub struct VerdictSections {
     pub ip_general_info: Option<IpGeneralInfo>,
 }
 
-/// Every section of an answer, typed.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Sections {
-    /// The three the verdict needs.
-    pub verdict: VerdictSections,
-    /// `RelatedObjects`.
-    pub related_objects: Option<RelatedObjects>,
-    /// `FilesDownloadedFromIp`.
-    pub files_downloaded_from_ip: Option<Vec<DownloadedFile>>,
-    /// `HostedUrls`.
-    pub hosted_urls: Option<Vec<HostedUrl>>,
-    /// `FeedMasks`.
-    pub feed_masks: Option<Vec<FeedMask>>,
-    /// `IpWhoIs`.
-    pub ip_whois: Option<IpWhois>,
-    /// `IpDnsResolutions`.
-    pub ip_dns_resolutions: Option<Vec<DnsResolution>>,
-    /// `IPSpamInfo`.
-    pub ip_spam_info: Option<SpamInfo>,
-    /// `IPPhishingInfo`.
-    pub ip_phishing_info: Option<PhishingInfo>,
-    /// `DataFeeds`.
-    pub data_feeds: Option<Vec<String>>,
-}
-
 impl IpAnswer {
-    /// Only the verdict sections (cheaper than [`IpAnswer::into_sections`]).
+    /// The sections, converted.
     pub fn into_verdict_sections(self) -> VerdictSections {
         VerdictSections {
             license_info: self.license_info.into_out(),
             zone: self.zone.into_out(),
             ip_general_info: self.ip_general_info.into_out(),
-        }
-    }
-
-    /// Every section.
-    pub fn into_sections(self) -> Sections {
-        Sections {
-            verdict: VerdictSections {
-                license_info: self.license_info.into_out(),
-                zone: self.zone.into_out(),
-                ip_general_info: self.ip_general_info.into_out(),
-            },
-            related_objects: self.related_objects.into_out(),
-            files_downloaded_from_ip: self.files_downloaded_from_ip.into_out(),
-            hosted_urls: self.hosted_urls.into_out(),
-            feed_masks: self.feed_masks.into_out(),
-            ip_whois: self.ip_whois.into_out(),
-            ip_dns_resolutions: self.ip_dns_resolutions.into_out(),
-            ip_spam_info: self.ip_spam_info.into_out(),
-            ip_phishing_info: self.ip_phishing_info.into_out(),
-            data_feeds: self.data_feeds.into_out(),
         }
     }
 }
@@ -320,7 +212,6 @@ fn describe_json_error(e: &serde_json::Error, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::IpStatus;
 
     #[test]
     fn parses_a_typical_answer() {
@@ -334,9 +225,9 @@ mod tests {
                 "SomethingNew": {"nested": [1, 2]}},
             "FutureSection": [1, 2, 3]
         }"#;
-        let s = parse_answer(body).unwrap().into_sections();
-        assert_eq!(s.verdict.zone, Some(Zone::Red));
-        let igi = s.verdict.ip_general_info.unwrap();
+        let s = parse_answer(body).unwrap().into_verdict_sections();
+        assert_eq!(s.zone, Some(Zone::Red));
+        let igi = s.ip_general_info.unwrap();
         assert_eq!(igi.threat_score, Some(92));
         assert_eq!(igi.status, Some(IpStatus::Known));
         assert_eq!(
@@ -347,8 +238,7 @@ mod tests {
             }]
         );
         assert_eq!(igi.categories_with_zone.unwrap()[0].zone, Some(Zone::Red));
-        assert_eq!(s.verdict.license_info.unwrap().day_quota, Some(2000));
-        assert_eq!(s.hosted_urls, None);
+        assert_eq!(s.license_info.unwrap().day_quota, Some(2000));
     }
 
     #[test]
@@ -356,18 +246,16 @@ mod tests {
         let body = br#"{"Zone": 5, "IpGeneralInfo": {"ThreatScore": "high", "HitsCount": -3, "HasApt": "yes",
             "Categories": {"a": 1}, "RelatedAptReports": "none"}, "HostedUrls": {"Url": "http://x"},
             "IpWhoIs": [], "LicenseInfo": "x"}"#;
-        let s = parse_answer(body).unwrap().into_sections();
-        assert_eq!(s.verdict.zone, None);
-        assert_eq!(s.verdict.license_info, None);
-        assert_eq!(s.ip_whois, None);
-        let igi = s.verdict.ip_general_info.unwrap();
+        let s = parse_answer(body).unwrap().into_verdict_sections();
+        assert_eq!(s.zone, None);
+        assert_eq!(s.license_info, None);
+        let igi = s.ip_general_info.unwrap();
         assert_eq!(
             (igi.threat_score, igi.hits_count, igi.has_apt),
             (None, None, None)
         );
         assert_eq!(igi.categories, None);
         assert_eq!(igi.related_apt_reports, None);
-        assert_eq!(s.hosted_urls.unwrap()[0].url.as_deref(), Some("http://x"));
     }
 
     #[test]
@@ -413,20 +301,11 @@ mod tests {
     #[test]
     fn opentip_shapes() {
         let body = br#"{"Zone": "Grey", "IpGeneralInfo": {"Status": "known", "Ip": "8.8.8.8", "CountryCode": "US", "HitsCount": 100000},
-            "IpWhoIs": {"Asn": [{"Number": 15169, "Description": ["GOOGLE", "US"]}],
-                        "Net": {"Name": "GOGL", "Description": "Google LLC\r\nMountain View"}}}"#;
-        let s = parse_answer(body).unwrap().into_sections();
-        let whois = s.ip_whois.unwrap();
-        let asn = &whois.asn.unwrap()[0];
-        assert_eq!(asn.number.as_deref(), Some("15169"));
-        assert_eq!(
-            asn.description.as_deref(),
-            Some(&["GOOGLE".to_string(), "US".to_string()][..])
-        );
-        assert_eq!(
-            whois.net.unwrap().description.unwrap(),
-            vec!["Google LLC\r\nMountain View".to_string()]
-        );
-        assert_eq!(s.verdict.ip_general_info.unwrap().threat_score, None);
+            "IpWhoIs": {"Asn": [{"Number": 15169, "Description": ["GOOGLE", "US"]}]}}"#;
+        let s = parse_answer(body).unwrap().into_verdict_sections();
+        let igi = s.ip_general_info.unwrap();
+        assert_eq!(igi.status, Some(IpStatus::Known));
+        assert_eq!(igi.hits_count, Some(100000));
+        assert_eq!(igi.threat_score, None);
     }
 }

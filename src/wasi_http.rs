@@ -18,6 +18,9 @@ use wasi::http::types::{
 use wasi::io::poll::{Pollable, poll};
 use wasi::io::streams::{InputStream, StreamError};
 
+use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
+use crate::client::Client;
+use crate::config::EnvLookup;
 use crate::error::Error;
 use crate::request::HttpRequest;
 use crate::transport::{HttpResponse, Limits, SendError, Ticket, Transport};
@@ -29,6 +32,22 @@ const READ_CHUNK: u64 = 64 * 1024;
 /// The component's environment, through wasi:cli/environment.
 pub fn environment() -> Vec<(String, String)> {
     wasi::cli::environment::get_environment()
+}
+
+thread_local! {
+    /// The instance's verdict cache: it lives as long as the instance. Hosts
+    /// that make an instance per request start each with an empty one.
+    static CACHE: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
+}
+
+/// Runs `f` with a [`Client`] over wasi-http, reading unset settings from
+/// `env`, with the instance's cache (none if it is in use: calls do not nest).
+pub fn with_client<R>(env: EnvLookup<'_>, f: impl FnOnce(&mut Client<'_>) -> R) -> R {
+    let mut transport = WasiHttp::default();
+    CACHE.with(|cache| match cache.try_borrow_mut() {
+        Ok(mut cache) => f(&mut Client::new(&mut transport, env).with_cache(&mut cache)),
+        Err(_) => f(&mut Client::new(&mut transport, env)),
+    })
 }
 
 /// Where one request is.
@@ -102,14 +121,61 @@ fn map_error_code(code: &ErrorCode, authority: &str) -> SendError {
         ErrorCode::HttpResponseBodySize(_) => {
             SendError::fatal(Error::Malformed("the response body was too large".into()))
         }
-        other => {
-            let mut name = format!("{other:?}");
-            name.truncate(160);
-            before(Error::Transport(format!(
-                "request to {authority} failed: {name}"
-            )))
-        }
+        other => before(Error::Transport(format!(
+            "request to {authority} failed: {}",
+            error_code_name(other)
+        ))),
     }
+}
+
+/// A fixed description of a host `error-code`, with the host's own text
+/// (`internal-error`) cut on characters: no `Debug` string, no byte cut.
+fn error_code_name(code: &ErrorCode) -> std::borrow::Cow<'static, str> {
+    let name = match code {
+        ErrorCode::DnsTimeout => "DNS timeout",
+        ErrorCode::DnsError(_) => "DNS error",
+        ErrorCode::DestinationNotFound => "destination not found",
+        ErrorCode::DestinationUnavailable => "destination unavailable",
+        ErrorCode::DestinationIpProhibited => "destination IP prohibited",
+        ErrorCode::DestinationIpUnroutable => "destination IP unroutable",
+        ErrorCode::ConnectionRefused => "connection refused",
+        ErrorCode::ConnectionTerminated => "connection terminated",
+        ErrorCode::ConnectionTimeout => "connection timeout",
+        ErrorCode::ConnectionReadTimeout => "connection read timeout",
+        ErrorCode::ConnectionWriteTimeout => "connection write timeout",
+        ErrorCode::ConnectionLimitReached => "connection limit reached",
+        ErrorCode::TlsProtocolError => "TLS protocol error",
+        ErrorCode::TlsCertificateError => "TLS certificate error",
+        ErrorCode::TlsAlertReceived(_) => "TLS alert received",
+        ErrorCode::HttpRequestDenied => "request denied",
+        ErrorCode::HttpRequestLengthRequired => "request length required",
+        ErrorCode::HttpRequestBodySize(_) => "request body size",
+        ErrorCode::HttpRequestMethodInvalid => "request method invalid",
+        ErrorCode::HttpRequestUriInvalid => "request URI invalid",
+        ErrorCode::HttpRequestUriTooLong => "request URI too long",
+        ErrorCode::HttpRequestHeaderSectionSize(_) => "request header section size",
+        ErrorCode::HttpRequestHeaderSize(_) => "request header size",
+        ErrorCode::HttpRequestTrailerSectionSize(_) => "request trailer section size",
+        ErrorCode::HttpRequestTrailerSize(_) => "request trailer size",
+        ErrorCode::HttpResponseIncomplete => "response incomplete",
+        ErrorCode::HttpResponseHeaderSectionSize(_) => "response header section size",
+        ErrorCode::HttpResponseHeaderSize(_) => "response header size",
+        ErrorCode::HttpResponseBodySize(_) => "response body size",
+        ErrorCode::HttpResponseTrailerSectionSize(_) => "response trailer section size",
+        ErrorCode::HttpResponseTrailerSize(_) => "response trailer size",
+        ErrorCode::HttpResponseTransferCoding(_) => "response transfer coding",
+        ErrorCode::HttpResponseContentCoding(_) => "response content coding",
+        ErrorCode::HttpResponseTimeout => "response timeout",
+        ErrorCode::HttpUpgradeFailed => "upgrade failed",
+        ErrorCode::HttpProtocolError => "HTTP protocol error",
+        ErrorCode::LoopDetected => "loop detected",
+        ErrorCode::ConfigurationError => "host configuration error",
+        ErrorCode::InternalError(Some(text)) => {
+            return format!("internal error ({})", crate::error::host_detail(text)).into();
+        }
+        ErrorCode::InternalError(None) => "internal error",
+    };
+    name.into()
 }
 
 fn build(request: &HttpRequest, limits: &Limits) -> Result<FutureIncomingResponse, SendError> {

@@ -2,17 +2,27 @@
 //! de-duplication, retries and backoff, Retry-After, deadlines, quota stops
 //! and the verdict cache. Times here are simulated, so they are exact.
 
+// Test code may unwrap and index (what the workspace lints forbid in the core).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::unreachable,
+    clippy::string_slice
+)]
+
 #[path = "support/expect.rs"]
 mod expect;
 #[path = "support/fake.rs"]
 mod fake;
 
 use fake::{Fake, response};
+use tip_enrich::Cache;
 use tip_enrich::bindings::{EnrichError, Settings, SoarVerdict, Zone};
-use tip_enrich::cache::Cache;
-use tip_enrich::client::{Client, HttpResponse, SendError};
-use tip_enrich::config::empty_settings;
-use tip_enrich::error::{Error, kind};
+use tip_enrich::settings::empty as empty_settings;
+use tip_enrich::{Client, HttpResponse, SendError};
+use tip_enrich::{Error, error_kind as kind};
 
 fn env(name: &str) -> Option<String> {
     (name == "TIP_API_KEY").then(|| "batch-key-0123".to_owned())
@@ -269,7 +279,7 @@ fn timeouts_are_reported_and_retried_within_bounds() {
     let mut t = green();
     t.latency_ms = 5_000;
     let mut s = empty_settings();
-    s.total_timeout_ms = Some(300);
+    s.timeout_ms = Some(300);
     let e = Client::new(&mut t, &env).enrich("8.8.8.8", &s).unwrap_err();
     assert_eq!(kind(&e), "timeout");
     assert_eq!(t.sent.len(), 3);

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use tip_enrich::ip::{parse_ip, special_block};
+use tip_enrich::{parse_ip, special_block};
 
 /// Whether `ip` lies in the block written as `cidr` (`a.b.c.d/n` or `x::/n`).
 fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {

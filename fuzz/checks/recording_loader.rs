@@ -16,7 +16,7 @@ pub const BODY: &[u8] = br#"{"Zone":"Red"}"#;
 fn respelled(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let slash = rest.find('/')?;
-    let (authority, path_query) = rest.split_at(slash);
+    let (authority, path_query) = rest.split_at_checked(slash)?;
     let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
     let mut params: Vec<&str> = query.split('&').collect();
     params.reverse();

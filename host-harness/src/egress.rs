@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use tip_enrich::Secrets;
+
 use crate::recordings::{
     RecordedRequest, RecordedResponse, RecordingFile, RecordingSet, write_recording,
 };
@@ -38,8 +40,8 @@ pub enum Egress {
         allowed: String,
         /// Where recordings go.
         dir: PathBuf,
-        /// Values to scrub from what is written: `tip_enrich::config::key_secrets` of the key.
-        secrets: Vec<String>,
+        /// What to scrub from what is written: the secrets of the key.
+        secrets: Secrets,
     },
 }
 
@@ -56,7 +58,7 @@ impl std::fmt::Debug for Egress {
                 .debug_struct("Record")
                 .field("allowed", allowed)
                 .field("dir", dir)
-                .field("secrets", &format_args!("[{} redacted]", secrets.len()))
+                .field("secrets", secrets)
                 .finish(),
         }
     }
@@ -117,17 +119,6 @@ pub fn normalise_authority(authority: &str, https: bool) -> String {
         Some((host, "80")) if !https => host.to_owned(),
         _ => a,
     }
-}
-
-/// The core's scrubbing, over owned secrets.
-fn scrub(text: &str, secrets: &[String]) -> String {
-    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    tip_enrich::error::scrub(text, &refs)
-}
-
-fn scrub_bytes(body: &[u8], secrets: &[String]) -> Vec<u8> {
-    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    tip_enrich::error::scrub_bytes(body.to_vec(), &refs)
 }
 
 impl Hooks {
@@ -201,10 +192,12 @@ impl WasiHttpHooks for Hooks {
                         .headers()
                         .iter()
                         .map(|(k, v)| {
-                            let value = if tip_enrich::request::is_auth_header(k.as_str()) {
+                            let value = if tip_enrich::is_auth_header(k.as_str()) {
                                 "[redacted]".to_owned()
                             } else {
-                                scrub(&String::from_utf8_lossy(v.as_bytes()), &secrets)
+                                secrets
+                                    .scrub(&String::from_utf8_lossy(v.as_bytes()))
+                                    .into_owned()
                             };
                             (k.as_str().to_owned(), value)
                         })
@@ -225,13 +218,13 @@ impl WasiHttpHooks for Hooks {
                         .filter_map(|(k, v)| {
                             v.to_str()
                                 .ok()
-                                .map(|v| (k.as_str().to_owned(), scrub(v, &secrets)))
+                                .map(|v| (k.as_str().to_owned(), secrets.scrub(v).into_owned()))
                         })
                         .collect();
                     let file = RecordingFile {
                         request: RecordedRequest {
                             method,
-                            url: scrub(&url, &secrets),
+                            url: secrets.scrub(&url).into_owned(),
                             headers: sent_headers,
                         },
                         response: RecordedResponse {
@@ -241,7 +234,8 @@ impl WasiHttpHooks for Hooks {
                             body: None,
                         },
                     };
-                    if let Err(e) = write_recording(&dir, &file, &scrub_bytes(&collected, &secrets))
+                    if let Err(e) =
+                        write_recording(&dir, &file, &secrets.scrub_bytes(collected.to_vec()))
                     {
                         eprintln!("tip-enrich: could not write a recording: {e}");
                     }
@@ -269,16 +263,5 @@ mod tests {
         );
         assert_eq!(normalise_authority("127.0.0.1:80", false), "127.0.0.1");
         assert_eq!(normalise_authority("[::1]:8080", false), "[::1]:8080");
-    }
-
-    #[test]
-    fn scrubbing_covers_text_and_binary() {
-        let secrets = vec!["k3y-value".to_owned()];
-        assert_eq!(scrub("a k3y-value b", &secrets), "a [redacted] b");
-        let body = [&b"\xff"[..], b"k3y-value", b"\xfe"].concat();
-        assert_eq!(
-            scrub_bytes(&body, &secrets),
-            [&b"\xff"[..], b"[redacted]", b"\xfe"].concat()
-        );
     }
 }

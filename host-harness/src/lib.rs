@@ -18,7 +18,7 @@ pub const BUNDLED_RECORDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../te
 /// Splits an `http(s)://host[:port]/...` URL into (https, normalised
 /// authority), with the component's own base-URL rules.
 pub fn url_authority(url: &str) -> Option<(bool, String)> {
-    let base = tip_enrich::config::BaseUrl::parse(url).ok()?;
+    let base = tip_enrich::BaseUrl::parse(url).ok()?;
     Some((
         base.https,
         egress::normalise_authority(&base.authority, base.https),

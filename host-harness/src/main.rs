@@ -4,7 +4,7 @@
 //! when every line is a verdict, 1 when any line is an error, 2 for usage or
 //! configuration errors.
 
-use std::io::{BufRead, BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufWriter, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,39 +12,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
-use host_harness::output::{
-    ecs_error_json, ecs_verdict_json, error_json, report_json, trap_json, verdict_json,
-};
+use host_harness::output::{Shape, error_line, report_line, trap_line, verdict_line};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
-    ApiFlavour, AuthScheme, EnrichError, InstanceOptions, Runner, Runtime, Settings, Verdict,
-    empty_settings,
+    EnrichError, InstanceOptions, Runner, Runtime, Verdict, empty_settings,
 };
 use host_harness::serve::{SERVICE_COMPONENT, ServeOptions, Service};
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
 use indicatif::{ProgressBar, ProgressStyle};
+use tip_enrich::settings::{self, SETTINGS, Setting};
+use tip_enrich::{Config, Purpose, Secrets};
 
 /// Addresses sent to the component in one call, per unit of concurrency:
 /// enough to keep every slot busy, small enough to keep memory flat.
 const CHUNK_PER_SLOT: usize = 16;
 /// Placeholder key for replays without a key (recordings never check it).
 const REPLAY_KEY: &str = "replay-without-a-key";
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Api {
-    Tip,
-    Opentip,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Auth {
-    #[value(name = "x-api-key")]
-    XApiKey,
-    Bearer,
-    Basic,
-}
 
 /// Shape of each output line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,7 +71,9 @@ struct ServeArgs {
 ///
 /// The API key comes from the TIP_API_KEY environment variable or
 /// --api-key-file, never from the command line. With no key and no --replay,
-/// the bundled recordings are replayed (a demo; said on stderr).
+/// the bundled recordings are replayed (a demo; said on stderr). Every lookup
+/// setting is a flag here and a TIP_* variable (the flag wins); the table is
+/// `tip_enrich::settings::SETTINGS`, also in the README.
 #[derive(Debug, Parser)]
 #[command(name = "tip-enrich", version)]
 struct Cli {
@@ -97,18 +84,6 @@ struct Cli {
     /// lines and lines starting with # are skipped).
     #[arg(value_name = "IP")]
     ips: Vec<String>,
-
-    /// API flavour.
-    #[arg(long, global = true, value_enum, default_value = "tip")]
-    api: Api,
-
-    /// Base URL (default: https://tip.kaspersky.com or https://opentip.kaspersky.com).
-    #[arg(long, global = true, value_name = "URL")]
-    base_url: Option<String>,
-
-    /// How the key is sent.
-    #[arg(long, global = true, value_enum, default_value = "x-api-key")]
-    auth: Auth,
 
     /// Read the key (user:password for basic) from this file.
     #[arg(long, global = true, value_name = "PATH")]
@@ -122,53 +97,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     record: Option<PathBuf>,
 
-    /// Limit of each request, end to end (headers and whole body), in ms.
-    #[arg(long, global = true, value_name = "N", default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..))]
-    timeout_ms: u32,
-
     /// Run this build of the component instead of the bundled one.
     #[arg(long, global = true, value_name = "PATH")]
     component: Option<PathBuf>,
 
-    /// Print the full report (every section, typed, plus the raw JSON) instead of the verdict.
+    /// Print the full report: the verdict's fields plus `sections`, the API's answer as JSON (every section unless --sections says otherwise).
     #[arg(long, global = true)]
     full: bool,
-
-    /// Sections to request, comma separated (default: the verdict's three; every section with --full).
-    #[arg(long, global = true, value_name = "LIST", value_delimiter = ',')]
-    sections: Option<Vec<String>>,
-
-    /// Records per list section (TIP).
-    #[arg(long, global = true, value_name = "N")]
-    count: Option<u32>,
-
-    /// Query the API for reserved addresses too, instead of answering them locally.
-    #[arg(long, global = true)]
-    query_reserved: bool,
-
-    /// Largest response body accepted, in bytes.
-    #[arg(long, global = true, value_name = "N")]
-    max_body_bytes: Option<u32>,
 
     /// Linear-memory cap of the component, in MiB.
     #[arg(long, global = true, value_name = "N", default_value_t = 256)]
     max_memory_mb: usize,
-
-    /// Requests in flight at once.
-    #[arg(long, global = true, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
-    concurrency: u32,
-
-    /// Limit of one lookup with all its retries, in ms.
-    #[arg(long, global = true, value_name = "N", default_value_t = 120_000, value_parser = clap::value_parser!(u32).range(1..))]
-    deadline_ms: u32,
-
-    /// Retries of a 429, a 5xx, or a failure before any response byte.
-    #[arg(long, global = true, value_name = "N", default_value_t = 2)]
-    retries: u32,
-
-    /// How long an answer stays cached for the rest of the run, in seconds (0: no cache).
-    #[arg(long, global = true, value_name = "N", default_value_t = 600)]
-    cache_ttl_secs: u32,
 
     /// Output shape: native JSON or Elastic Common Schema (`threat.enrichments[]`).
     #[arg(long, value_enum, default_value = "native", conflicts_with = "full")]
@@ -200,40 +139,70 @@ fn read_key(cli: &Cli) -> Result<Option<String>> {
         .filter(|k| !k.is_empty()))
 }
 
-fn settings(cli: &Cli, key: Option<String>) -> Settings {
-    let mut s = empty_settings();
-    s.api = Some(match cli.api {
-        Api::Tip => ApiFlavour::Tip,
-        Api::Opentip => ApiFlavour::Opentip,
-    });
-    s.base_url = cli.base_url.clone();
-    s.auth = Some(match cli.auth {
-        Auth::XApiKey => AuthScheme::XApiKey,
-        Auth::Bearer => AuthScheme::Bearer,
-        Auth::Basic => AuthScheme::Basic,
-    });
-    s.api_key = key;
-    s.total_timeout_ms = Some(cli.timeout_ms);
-    s.sections = cli.sections.clone();
-    s.count = cli.count;
-    s.query_reserved = Some(cli.query_reserved);
-    s.max_body_bytes = cli.max_body_bytes;
-    s.concurrency = Some(cli.concurrency);
-    s.deadline_ms = Some(cli.deadline_ms);
-    s.retries = Some(cli.retries);
-    s.cache_ttl_secs = Some(cli.cache_ttl_secs);
-    s
+/// The clap command: the derived flags plus one per setting of the table
+/// (all but the key), each with its `TIP_*` variable as a fallback.
+fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for s in SETTINGS.iter().filter(|s| s.in_wit) {
+        let help = match s.default {
+            Some(d) if !d.is_empty() => format!("{} [default: {d}]", s.doc),
+            _ => s.doc.to_owned(),
+        };
+        let mut arg = Arg::new(s.name)
+            .long(s.name)
+            .value_name(s.value)
+            .help(help)
+            .env(s.env)
+            .global(true);
+        if *s == settings::QUERY_RESERVED {
+            // `--query-reserved` alone means true; `--query-reserved=false` too.
+            arg = arg
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true");
+        }
+        command = command.arg(arg);
+    }
+    command
+}
+
+/// The settings given (flag, else `TIP_*` variable), with the key.
+type Given = Vec<(&'static Setting, String)>;
+
+fn given_settings(matches: &ArgMatches, key: Option<String>) -> Given {
+    let mut given: Given = SETTINGS
+        .iter()
+        .filter(|s| s.in_wit)
+        .filter_map(|s| Some((s, matches.get_one::<String>(s.name)?.clone())))
+        .collect();
+    if let Some(key) = key {
+        given.push((&settings::API_KEY, key));
+    }
+    given
+}
+
+/// The settings resolved natively, as the component will resolve them: the
+/// CLI reads concurrency and deadlines from it and stops early (exit 2) on a
+/// setting the component would refuse.
+fn resolve(given: &Given, purpose: Purpose) -> Result<Config> {
+    let env = |name: &str| {
+        given
+            .iter()
+            .find(|(s, _)| s.env == name)
+            .map(|(_, v)| v.clone())
+    };
+    Config::resolve(&tip_enrich::settings::empty(), &env, purpose).map_err(|e| {
+        let key = env(settings::API_KEY.env);
+        anyhow::anyhow!(
+            "{}",
+            tip_enrich::json::error_message(&e.into_wit(&Secrets::of_key(key.as_deref())))
+        )
+    })
 }
 
 /// Builds the egress policy and the key to use; says on stderr when it is the demo.
-fn egress(cli: &Cli, key: Option<String>) -> Result<(Egress, Option<String>)> {
-    let base = cli.base_url.clone().unwrap_or_else(|| {
-        match cli.api {
-            Api::Tip => "https://tip.kaspersky.com",
-            Api::Opentip => "https://opentip.kaspersky.com",
-        }
-        .to_owned()
-    });
+fn egress(cli: &Cli, config: &Config, key: Option<String>) -> Result<(Egress, Option<String>)> {
+    let base = config.base_url.to_url();
     let load = |dir: &Path| -> Result<Egress> {
         let set = RecordingSet::load(dir)
             .with_context(|| format!("loading recordings from {}", dir.display()))?;
@@ -265,12 +234,17 @@ fn egress(cli: &Cli, key: Option<String>) -> Result<(Egress, Option<String>)> {
         Some(dir) => Egress::Record {
             allowed,
             dir: dir.clone(),
-            secrets: tip_enrich::config::key_secrets(&key),
+            secrets: Secrets::of_key(Some(&key)),
         },
         None => Egress::Live { allowed },
     };
     Ok((egress, Some(key)))
 }
+
+/// Longest part of a stdin line kept: an address is at most 45 bytes, so a
+/// longer line is invalid whatever follows, and memory stays flat on a
+/// 20 MB line.
+const MAX_LINE_BYTES: u64 = 4096;
 
 /// Reads addresses from stdin lazily, skipping blank and `#` lines.
 fn stdin_ips() -> impl Iterator<Item = String> {
@@ -279,7 +253,14 @@ fn stdin_ips() -> impl Iterator<Item = String> {
     std::iter::from_fn(move || {
         loop {
             buf.clear();
-            match input.read_until(b'\n', &mut buf) {
+            let read = (&mut input)
+                .take(MAX_LINE_BYTES)
+                .read_until(b'\n', &mut buf);
+            if matches!(read, Ok(n) if n > 0) && !buf.ends_with(b"\n") {
+                // The rest of an over-long line is skipped, not kept.
+                let _ = input.skip_until(b'\n');
+            }
+            match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
@@ -303,6 +284,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// 2 when any setting was refused, 1 when any line is an error, else 0.
+    fn exit_code(&self) -> ExitCode {
+        if self.config_errors > 0 {
+            ExitCode::from(2)
+        } else if self.errors > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
     fn error(&mut self, e: &EnrichError) {
         self.errors += 1;
         if matches!(e, EnrichError::Config(_)) {
@@ -340,67 +332,15 @@ fn progress(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// The settings as `wasi:config/store` pairs for the service component.
-fn config_pairs(settings: &Settings) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut put = |key: &str, value: Option<String>| {
-        if let Some(value) = value {
-            pairs.push((key.to_owned(), value));
-        }
-    };
-    put(
-        "tip_api",
-        settings.api.map(|a| match a {
-            ApiFlavour::Tip => "tip".to_owned(),
-            ApiFlavour::Opentip => "opentip".to_owned(),
-        }),
-    );
-    put("tip_base_url", settings.base_url.clone());
-    put(
-        "tip_auth",
-        settings.auth.map(|a| match a {
-            AuthScheme::XApiKey => "x-api-key".to_owned(),
-            AuthScheme::Bearer => "bearer".to_owned(),
-            AuthScheme::Basic => "basic".to_owned(),
-        }),
-    );
-    put("tip_api_key", settings.api_key.clone());
-    put(
-        "tip_timeout_ms",
-        settings.total_timeout_ms.map(|v| v.to_string()),
-    );
-    put(
-        "tip_sections",
-        settings.sections.as_ref().map(|s| s.join(",")),
-    );
-    put("tip_count", settings.count.map(|v| v.to_string()));
-    put(
-        "tip_query_reserved",
-        settings.query_reserved.map(|v| v.to_string()),
-    );
-    put(
-        "tip_max_body_bytes",
-        settings.max_body_bytes.map(|v| v.to_string()),
-    );
-    put(
-        "tip_concurrency",
-        settings.concurrency.map(|v| v.to_string()),
-    );
-    put(
-        "tip_deadline_ms",
-        settings.deadline_ms.map(|v| v.to_string()),
-    );
-    put("tip_retries", settings.retries.map(|v| v.to_string()));
-    put(
-        "tip_cache_ttl_secs",
-        settings.cache_ttl_secs.map(|v| v.to_string()),
-    );
-    pairs
-}
-
-fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> {
     let key = read_key(cli)?;
-    let (egress, key) = egress(cli, key)?;
+    let config = resolve(&given_settings(matches, None), Purpose::Verdict)?;
+    let (egress, key) = egress(cli, &config, key)?;
+    // Every setting reaches the service as its `wasi:config` key.
+    let pairs: Vec<(String, String)> = given_settings(matches, key)
+        .into_iter()
+        .map(|(s, v)| (s.key.to_owned(), v))
+        .collect();
     let wasm = match &args.service_component {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("reading --service-component {}", path.display()))?,
@@ -408,7 +348,7 @@ fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     };
     let options = ServeOptions {
         egress,
-        config: config_pairs(&settings(cli, key)),
+        config: pairs,
         max_memory_bytes: cli.max_memory_mb.saturating_mul(1024 * 1024),
         request_budget: Duration::from_millis(args.request_budget_ms),
         max_in_flight: args.max_in_flight,
@@ -452,13 +392,24 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     if let Some(Command::Serve(args)) = &cli.command {
-        return serve(&cli, args);
+        return serve(&cli, matches, args);
     }
     let key = read_key(&cli)?;
-    let (egress, key) = egress(&cli, key)?;
-    let settings = settings(&cli, key);
+    let purpose = if cli.full {
+        Purpose::Report
+    } else {
+        Purpose::Verdict
+    };
+    // A setting the component will refuse still gets one error line per
+    // input (kind `config`, exit 2), from the component itself: the host
+    // then runs on the defaults for its own budgets.
+    let config = match resolve(&given_settings(matches, None), purpose) {
+        Ok(config) => config,
+        Err(_) => resolve(&Vec::new(), purpose)?,
+    };
+    let (egress, key) = egress(&cli, &config, key)?;
     let runtime = match &cli.component {
         Some(path) => Runtime::from_file(path),
         None => Runtime::bundled(),
@@ -467,10 +418,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     .context("loading the component")?;
     let mut options = InstanceOptions::new(egress);
     options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
+    // The component reads every setting from its environment, as in any
+    // other host (`wasmtime run --env`); the call passes `{:}`.
+    options.env = given_settings(matches, key)
+        .into_iter()
+        .map(|(s, v)| (s.env.to_owned(), v))
+        .collect();
+    let settings = empty_settings();
     let mut runner = Runner::new(runtime, options);
     // Epoch budgets: a lookup takes at most its deadline (retries included).
-    let per_lookup = Duration::from_millis(u64::from(cli.deadline_ms)) + Duration::from_secs(1);
-    let chunk_size = CHUNK_PER_SLOT * cli.concurrency as usize;
+    let per_lookup = Duration::from_millis(u64::from(config.deadline_ms)) + Duration::from_secs(1);
+    let concurrency = config.concurrency.max(1) as usize;
+    let chunk_size = CHUNK_PER_SLOT * concurrency;
     let bar = progress(cli.quiet);
 
     let mut ips: Box<dyn Iterator<Item = String>> = if cli.ips.is_empty() {
@@ -481,20 +440,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut tally = Tally::default();
-    let field = cli.ecs_matched_field.as_deref();
+    let shape = match cli.format {
+        Format::Native => Shape::Native,
+        Format::Ecs => Shape::Ecs(cli.ecs_matched_field.as_deref()),
+    };
     // A line, and the quota the answer reported (for the end-of-run summary).
-    let verdict_line = |v: &Verdict| {
-        let line = match cli.format {
-            Format::Native => verdict_json(v),
-            Format::Ecs => ecs_verdict_json(v, field),
-        };
-        (line, quota_of(v))
-    };
-    let emit = |out: &mut BufWriter<_>, value: serde_json::Value| -> Result<()> {
-        serde_json::to_writer(&mut *out, &value)?;
-        out.write_all(b"\n")?;
-        Ok(())
-    };
+    let verdict_line = |v: &Verdict| (verdict_line(v, shape), quota_of(v));
 
     loop {
         let chunk: Vec<String> = ips.by_ref().take(chunk_size).collect();
@@ -502,7 +453,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             break;
         }
         // Per input: Ok(Ok(line)) a verdict or report, Ok(Err(e)) an error, Err(trap).
-        type Line = (serde_json::Value, Option<(u64, u64)>);
+        type Line = (String, Option<(u64, u64)>);
         type Outcome = Result<Result<Line, EnrichError>, String>;
         let outcomes: Vec<Outcome> = if cli.full {
             chunk
@@ -510,12 +461,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .map(|ip| {
                     runner
                         .call(|i| i.lookup(ip, &settings, per_lookup))
-                        .map(|r| r.map(|report| (report_json(&report), quota_of(&report.verdict))))
+                        .map(|r| r.map(|report| (report_line(&report), quota_of(&report.verdict))))
                         .map_err(|t| t.to_string())
                 })
                 .collect()
         } else {
-            let rounds = chunk.len().div_ceil(cli.concurrency as usize);
+            let rounds = chunk.len().div_ceil(concurrency);
             let budget =
                 per_lookup * u32::try_from(rounds).unwrap_or(u32::MAX) + Duration::from_secs(5);
             match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
@@ -538,28 +489,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
         };
         for (ip, outcome) in chunk.iter().zip(outcomes) {
             let line = match outcome {
-                Ok(Ok((json, quota))) => {
+                Ok(Ok((line, quota))) => {
                     tally.quota(quota);
-                    json
+                    line
                 }
                 Ok(Err(e)) => {
                     tally.error(&e);
-                    match cli.format {
-                        Format::Native => error_json(ip, &e),
-                        Format::Ecs => ecs_error_json(ip, &e, field),
-                    }
+                    error_line(ip, &e, shape)
                 }
                 Err(trap) => {
                     tally.errors += 1;
-                    trap_json(ip, &format!("the component trapped: {trap}"))
+                    trap_line(ip, &format!("the component trapped: {trap}"), shape)
                 }
             };
-            emit(&mut out, line)?;
+            if quit_on_closed_pipe(writeln!(out, "{line}"))? {
+                return Ok(tally.exit_code());
+            }
             bar.inc(1);
         }
-        out.flush()?;
+        if quit_on_closed_pipe(out.flush())? {
+            return Ok(tally.exit_code());
+        }
     }
-    out.flush()?;
+    if quit_on_closed_pipe(out.flush())? {
+        return Ok(tally.exit_code());
+    }
     bar.finish_and_clear();
     if let Some((used, quota)) = tally.quota
         && !cli.quiet
@@ -569,18 +523,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quota.saturating_sub(used)
         );
     }
-    Ok(if tally.config_errors > 0 {
-        ExitCode::from(2)
-    } else if tally.errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(tally.exit_code())
+}
+
+/// `Ok(true)` when the reader has gone (`tip-enrich < big.txt | head -1`):
+/// the run then ends quietly, as `head`'s user expects. Other write errors
+/// are errors.
+fn quit_on_closed_pipe(result: std::io::Result<()>) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(anyhow::Error::from(e).context("writing to stdout")),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tip-enrich: {e:#}");

@@ -133,8 +133,8 @@ impl RequestKey {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("{url:?} is not an absolute URL"))?;
-        let (authority, path_query) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
+        let (authority, path_query) = match rest.find('/').and_then(|i| rest.split_at_checked(i)) {
+            Some(parts) => parts,
             None => (rest, "/"),
         };
         let authority = authority.to_ascii_lowercase();

@@ -28,6 +28,18 @@ pub use bindings::exports::tip::enrich::enrich_ip::{
     SoarVerdict, UpstreamError, Verdict, VerdictSource, Zone, ZoneVerdict,
 };
 
+/// Store limits besides memory: a component instantiates a handful of core
+/// instances (the module, the WASI adapter shims), tables and memories; a
+/// few times what ours need, far below what could exhaust the host.
+pub(crate) fn store_limits(max_memory_bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(max_memory_bytes)
+        .instances(4)
+        .tables(16)
+        .memories(4)
+        .build()
+}
+
 /// The component built from this checkout by `build.rs`.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_COMPONENT_PATH"));
 
@@ -214,6 +226,13 @@ impl std::fmt::Debug for InstanceOptions {
 }
 
 impl InstanceOptions {
+    /// These options with `TIP_API_KEY` set in the component's environment.
+    pub fn with_key(mut self, key: &str) -> InstanceOptions {
+        self.env.retain(|(k, _)| k != "TIP_API_KEY");
+        self.env.push(("TIP_API_KEY".into(), key.into()));
+        self
+    }
+
     /// Options with the given egress, no environment, the default memory cap.
     pub fn new(egress: Egress) -> InstanceOptions {
         InstanceOptions {
@@ -347,12 +366,7 @@ impl Runtime {
                 log: options.log.clone(),
             },
             limits: PeakLimits {
-                inner: StoreLimitsBuilder::new()
-                    .memory_size(options.max_memory_bytes)
-                    .instances(4)
-                    .tables(16)
-                    .memories(4)
-                    .build(),
+                inner: store_limits(options.max_memory_bytes),
                 peak_memory: 0,
             },
         };
@@ -385,7 +399,7 @@ impl Instance {
         self.store.data().limits.peak_memory
     }
 
-    /// `enrich-with`; `budget` bounds the whole call (epoch deadline).
+    /// `enrich`; `budget` bounds the whole call (epoch deadline).
     pub fn enrich(
         &mut self,
         ip: &str,
@@ -395,22 +409,20 @@ impl Instance {
         self.store.set_epoch_deadline(ticks(budget));
         self.enricher
             .tip_enrich_enrich_ip()
-            .call_enrich_with(&mut self.store, ip, settings)
+            .call_enrich(&mut self.store, ip, settings)
     }
 
-    /// `enrich` (settings from the component's environment).
+    /// `enrich` with an empty settings record (`{:}`): every setting from
+    /// the component's environment or its default.
     pub fn enrich_env(
         &mut self,
         ip: &str,
         budget: Duration,
     ) -> wasmtime::Result<Result<Verdict, EnrichError>> {
-        self.store.set_epoch_deadline(ticks(budget));
-        self.enricher
-            .tip_enrich_enrich_ip()
-            .call_enrich(&mut self.store, ip)
+        self.enrich(ip, &empty_settings(), budget)
     }
 
-    /// `enrich-batch-with`.
+    /// `enrich-batch`.
     pub fn enrich_batch(
         &mut self,
         ips: &[String],
@@ -420,10 +432,10 @@ impl Instance {
         self.store.set_epoch_deadline(ticks(budget));
         self.enricher
             .tip_enrich_enrich_ip()
-            .call_enrich_batch_with(&mut self.store, ips, settings)
+            .call_enrich_batch(&mut self.store, ips, settings)
     }
 
-    /// `lookup-with`.
+    /// `lookup`.
     pub fn lookup(
         &mut self,
         ip: &str,
@@ -433,7 +445,7 @@ impl Instance {
         self.store.set_epoch_deadline(ticks(budget));
         self.enricher
             .tip_enrich_enrich_ip()
-            .call_lookup_with(&mut self.store, ip, settings)
+            .call_lookup(&mut self.store, ip, settings)
     }
 }
 
@@ -480,17 +492,18 @@ impl Runner {
     }
 }
 
-/// Settings with every field unset.
+/// Settings with every field unset (WAVE `{:}`). The struct literal names
+/// every field, so a field added to the WIT record fails to compile here;
+/// `tip_enrich::settings` tests that the record matches the settings table.
 pub fn empty_settings() -> Settings {
     Settings {
         api: None,
         base_url: None,
         auth: None,
-        api_key: None,
         connect_timeout_ms: None,
         first_byte_timeout_ms: None,
         between_bytes_timeout_ms: None,
-        total_timeout_ms: None,
+        timeout_ms: None,
         sections: None,
         count: None,
         max_body_bytes: None,

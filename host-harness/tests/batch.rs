@@ -22,10 +22,10 @@ const GREEN: &str = r#"{"LicenseInfo":{"DayRequests":41,"DayQuota":1000},"Zone":
 fn live(server: &Server) -> (Instance, Settings) {
     let options = InstanceOptions::new(Egress::Live {
         allowed: server.addr.clone(),
-    });
+    })
+    .with_key("batch-key-0123");
     let instance = runtime().instantiate(&options).unwrap();
     let mut s = empty_settings();
-    s.api_key = Some("batch-key-0123".into());
     s.base_url = Some(server.url());
     (instance, s)
 }
@@ -170,7 +170,7 @@ fn client_errors_are_not_retried() {
 fn a_stalled_server_times_out_within_bounded_retries() {
     let server = Server::start(|_| Action::Stall(Duration::from_secs(10)));
     let (mut instance, mut s) = live(&server);
-    s.total_timeout_ms = Some(200);
+    s.timeout_ms = Some(200);
     s.deadline_ms = Some(5_000);
     let e = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
     assert_eq!(error_kind(&e), "timeout");
@@ -189,7 +189,7 @@ fn headers_then_a_stall_time_out() {
         interval: Duration::from_secs(10),
     });
     let (mut instance, mut s) = live(&server);
-    s.total_timeout_ms = Some(400);
+    s.timeout_ms = Some(400);
     s.retries = Some(0);
     let e = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
     assert_eq!(

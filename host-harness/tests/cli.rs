@@ -73,20 +73,7 @@ fn demo_replays_bundled_recordings_and_says_so() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        &keys[..9],
-        [
-            "ip",
-            "zone",
-            "threat_score",
-            "has_apt",
-            "related_report_ids",
-            "suspicious",
-            "verdict",
-            "found",
-            "source"
-        ]
-    );
+    assert_eq!(keys, tip_enrich::json::VERDICT_FIELDS[..17]);
     assert_eq!(lines[2]["source"], "local");
     assert_eq!(lines[2]["zone"], "grey");
 }
@@ -165,14 +152,17 @@ fn full_prints_every_section_and_the_raw_answer() {
     assert_eq!(out.status.code(), Some(0), "{}", all_text(&out));
     let line = &lines(&out)[0];
     assert_eq!(line["verdict"], "malicious");
+    // `sections` is the API's answer, compacted onto the line, keys as the API spells them.
     let sections = &line["sections"];
-    assert_eq!(sections["hosted_urls"].as_array().unwrap().len(), 1000);
-    assert_eq!(sections["ip_whois"]["asn"][0]["number"], "57043");
+    assert_eq!(sections["HostedUrls"].as_array().unwrap().len(), 1000);
+    assert_eq!(sections["IpWhoIs"]["Asn"][0]["Number"], "57043");
     assert_eq!(
-        sections["ip_general_info"]["categories_with_zone"][0]["zone"],
-        "red"
+        sections["IpGeneralInfo"]["CategoriesWithZone"][0]["Zone"],
+        "Red"
     );
-    assert_eq!(line["raw"]["IPSpamInfo"]["spam_attacks"], 1200);
+    assert_eq!(sections["IPSpamInfo"]["spam_attacks"], 1200);
+    let local = run(tip_enrich().args(["--full", "10.0.0.1"]), None);
+    assert_eq!(lines(&local)[0]["sections"], serde_json::Value::Null);
 }
 
 #[test]

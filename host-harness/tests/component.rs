@@ -12,7 +12,7 @@ use common::{Action, Server, runtime};
 use expect::{Failure, Observed};
 use host_harness::BUNDLED_RECORDINGS;
 use host_harness::egress::Egress;
-use host_harness::output::{error_kind, error_message, report_json, verdict_json};
+use host_harness::output::{Shape, error_kind, error_message, report_line, verdict_line};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
     ApiFlavour, AuthScheme, EnrichError, Instance, InstanceOptions, Runner, Settings,
@@ -28,20 +28,19 @@ fn bundled() -> Arc<RecordingSet> {
 
 fn replay_instance() -> Instance {
     runtime()
-        .instantiate(&InstanceOptions::new(Egress::Replay(bundled())))
+        .instantiate(&InstanceOptions::new(Egress::Replay(bundled())).with_key(KEY))
         .unwrap()
 }
 
+/// Settings for a call; the key is in the instance's environment.
 fn keyed() -> Settings {
-    let mut s = empty_settings();
-    s.api_key = Some(KEY.to_owned());
-    s
+    empty_settings()
 }
 
 fn live(server: &Server) -> (Instance, Settings) {
     let allowed = server.addr.clone();
     let instance = runtime()
-        .instantiate(&InstanceOptions::new(Egress::Live { allowed }))
+        .instantiate(&InstanceOptions::new(Egress::Live { allowed }).with_key(KEY))
         .unwrap();
     let mut s = keyed();
     s.base_url = Some(server.url());
@@ -78,39 +77,8 @@ fn observe(v: &serde_json::Value) -> Observed {
         source: s("source").unwrap(),
         ..Observed::default()
     };
-    if let Some(sections) = v["sections"].as_object() {
-        for name in [
-            "license_info",
-            "zone",
-            "related_objects",
-            "ip_general_info",
-            "files_downloaded_from_ip",
-            "hosted_urls",
-            "feed_masks",
-            "ip_whois",
-            "ip_dns_resolutions",
-            "ip_spam_info",
-            "ip_phishing_info",
-            "data_feeds",
-        ] {
-            o.sections.insert(name, !sections[name].is_null());
-        }
-        o.list_lengths = [
-            "files_downloaded_from_ip",
-            "hosted_urls",
-            "feed_masks",
-            "ip_dns_resolutions",
-        ]
-        .iter()
-        .map(|k| sections[*k].as_array().map_or(0, Vec::len))
-        .collect();
-        let asn = &sections["ip_whois"]["asn"][0];
-        o.asn_number = asn["number"].as_str().map(str::to_owned);
-        o.asn_description = asn["description"].as_array().map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        });
+    if v.get("sections").is_some() {
+        expect::observe_sections(&mut o, &v["sections"]);
     }
     o
 }
@@ -143,11 +111,11 @@ fn every_recording_meets_its_expectation_through_the_component() {
             "lookup" => instance
                 .lookup(e.ip(), &s, BUDGET)
                 .unwrap()
-                .map(|r| observe(&report_json(&r))),
+                .map(|r| observe(&serde_json::from_str(&report_line(&r)).unwrap())),
             _ => instance
                 .enrich(e.ip(), &s, BUDGET)
                 .unwrap()
-                .map(|v| observe(&verdict_json(&v))),
+                .map(|v| observe(&serde_json::from_str(&verdict_line(&v, Shape::Native)).unwrap())),
         };
         expect::check(&e, outcome.map_err(|err| failure(&err)));
     }
@@ -169,7 +137,11 @@ fn batch_through_the_component_keeps_order() {
     let kinds: Vec<String> = results
         .iter()
         .map(|r| match r {
-            Ok(v) => verdict_json(v)["source"].as_str().unwrap().to_owned(),
+            Ok(v) => serde_json::from_str::<serde_json::Value>(&verdict_line(v, Shape::Native))
+                .unwrap()["source"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
             Err(e) => error_kind(e).to_owned(),
         })
         .collect();
@@ -182,7 +154,7 @@ fn batch_through_the_component_keeps_order() {
 #[test]
 fn unrecorded_request_is_denied_and_never_reaches_the_network() {
     let server = Server::start(|_| Action::json(200, r#"{"Zone":"Red"}"#));
-    let options = InstanceOptions::new(Egress::Replay(bundled()));
+    let options = InstanceOptions::new(Egress::Replay(bundled())).with_key(KEY);
     let log = options.log.clone();
     let mut instance = runtime().instantiate(&options).unwrap();
     let mut s = keyed();
@@ -250,11 +222,15 @@ fn auth_schemes_and_opentip_on_the_wire() {
     s.auth = Some(AuthScheme::Bearer);
     instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap();
     s.auth = Some(AuthScheme::Basic);
-    s.api_key = Some("alice:pw-0123".into());
-    instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap();
+    let allowed = server.addr.clone();
+    runtime()
+        .instantiate(&InstanceOptions::new(Egress::Live { allowed }).with_key("alice:pw-0123"))
+        .unwrap()
+        .enrich("8.8.8.8", &s, BUDGET)
+        .unwrap()
+        .unwrap();
     s.auth = None;
     s.api = Some(ApiFlavour::Opentip);
-    s.api_key = Some(KEY.into());
     instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap();
     let seen = server.seen();
     assert_eq!(
@@ -317,10 +293,10 @@ fn record_mode_writes_redacted_recordings_that_replay() {
     let egress = Egress::Record {
         allowed: server.addr.clone(),
         dir: dir.path().to_owned(),
-        secrets: vec![KEY.into()],
+        secrets: tip_enrich::Secrets::of_key(Some(KEY)),
     };
     let mut instance = runtime()
-        .instantiate(&InstanceOptions::new(egress))
+        .instantiate(&InstanceOptions::new(egress).with_key(KEY))
         .unwrap();
     let mut s = keyed();
     s.base_url = Some(server.url());
@@ -346,17 +322,20 @@ fn record_mode_writes_redacted_recordings_that_replay() {
         "{toml_text}"
     );
     let mut replay = runtime()
-        .instantiate(&InstanceOptions::new(Egress::Replay(set)))
+        .instantiate(&InstanceOptions::new(Egress::Replay(set)).with_key(KEY))
         .unwrap();
     let replayed = replay.enrich("45.9.148.108", &s, BUDGET).unwrap().unwrap();
-    assert_eq!(verdict_json(&replayed), verdict_json(&live));
+    assert_eq!(
+        verdict_line(&replayed, Shape::Native),
+        verdict_line(&live, Shape::Native)
+    );
 }
 
 #[test]
 fn a_server_that_never_answers_times_out() {
     let server = Server::start(|_| Action::Stall(Duration::from_secs(5)));
     let (mut instance, mut s) = live(&server);
-    s.total_timeout_ms = Some(300);
+    s.timeout_ms = Some(300);
     let err = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
     assert_eq!(error_kind(&err), "timeout", "{}", error_message(&err));
 }
@@ -370,7 +349,7 @@ fn a_dripping_body_hits_the_end_to_end_limit() {
     let (mut instance, mut s) = live(&server);
     // Each byte arrives well within the between-bytes timeout; only the total limit can fire.
     s.between_bytes_timeout_ms = Some(2_000);
-    s.total_timeout_ms = Some(600);
+    s.timeout_ms = Some(600);
     let err = instance.enrich("8.8.8.8", &s, BUDGET).unwrap().unwrap_err();
     assert_eq!(error_kind(&err), "timeout", "{}", error_message(&err));
 }
@@ -392,7 +371,7 @@ fn body_over_the_cap_is_a_typed_error() {
 fn a_trap_is_reported_and_the_next_call_works() {
     // The 1000-record report cannot fit in 2 MiB of linear memory: the guest's
     // allocation fails and it traps. The runner drops that instance.
-    let mut options = InstanceOptions::new(Egress::Replay(bundled()));
+    let mut options = InstanceOptions::new(Egress::Replay(bundled())).with_key(KEY);
     options.max_memory_bytes = 2 * 1024 * 1024;
     let mut runner = Runner::new(runtime(), options);
     let trapped = runner.call(|i| i.lookup("45.9.148.108", &keyed(), BUDGET));
@@ -419,11 +398,12 @@ fn the_epoch_deadline_interrupts_a_call_that_runs_too_long() {
         runtime(),
         InstanceOptions::new(Egress::Live {
             allowed: server.addr.clone(),
-        }),
+        })
+        .with_key(KEY),
     );
     let mut s = keyed();
     s.base_url = Some(server.url());
-    s.total_timeout_ms = Some(500);
+    s.timeout_ms = Some(500);
     let trapped = runner.call(|i| i.enrich("8.8.8.8", &s, Duration::ZERO));
     let Err(trap) = trapped else {
         panic!("the call should be interrupted");
@@ -451,7 +431,7 @@ fn the_precompiled_cache_is_written_reused_and_survives_corruption() {
     let path = dir.path().join("component.cwasm");
     let check = |runtime: Runtime| {
         let mut i = runtime
-            .instantiate(&InstanceOptions::new(Egress::Replay(bundled())))
+            .instantiate(&InstanceOptions::new(Egress::Replay(bundled())).with_key(KEY))
             .unwrap();
         assert_eq!(
             i.enrich("45.9.148.108", &keyed(), BUDGET)

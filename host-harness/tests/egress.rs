@@ -106,7 +106,7 @@ fn record_mode_reaches_the_allowed_host_and_nothing_else() {
     let (mut i, _) = instance(Egress::Record {
         allowed: allowed.addr.clone(),
         dir: dir.path().to_owned(),
-        secrets: vec![],
+        secrets: tip_enrich::Secrets::default(),
     });
     assert_reached(fetch(&mut i, &format!("{}/x", allowed.url())));
     for url in elsewhere(&allowed, &other) {

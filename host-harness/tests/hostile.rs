@@ -45,9 +45,8 @@ struct Outcome {
 
 fn settings(server: &Server) -> Settings {
     let mut s = empty_settings();
-    s.api_key = Some(KEY.to_owned());
     s.base_url = Some(server.url());
-    s.total_timeout_ms = Some(TOTAL_TIMEOUT_MS);
+    s.timeout_ms = Some(TOTAL_TIMEOUT_MS);
     s.deadline_ms = Some(DEADLINE_MS);
     s.max_body_bytes = Some(MAX_BODY);
     s.cache_ttl_secs = Some(0);
@@ -66,7 +65,8 @@ fn hostile(ip: &str, handler: impl Fn(&Seen) -> Action + Send + Sync + 'static) 
 fn call(server: &Server, ip: &str, settings: Settings) -> Outcome {
     let mut options = InstanceOptions::new(Egress::Live {
         allowed: server.addr.clone(),
-    });
+    })
+    .with_key(KEY);
     options.max_memory_bytes = MAX_MEMORY;
     let ip = ip.to_owned();
     let (tx, rx) = mpsc::channel();

@@ -351,6 +351,8 @@ fn json_host_inputs() -> Vec<String> {
         .map(|name| expectation(name).ip().to_owned())
         .collect();
     ips.extend([ECHO_IP, INVALID, RESERVED].map(str::to_owned));
+    // An over-long input: every host echoes the same bounded excerpt of it.
+    ips.push(format!("1.2.3.4{}", "é".repeat(300)));
     ips
 }
 
@@ -376,17 +378,21 @@ fn check_json_host(host: Finished, server: &Server) {
     {
         expect::check(&expectation(name), observed(line));
     }
-    assert_eq!(
-        lines[0],
-        cli_line(&inputs[0]),
-        "{}: same as the CLI",
-        host.what
-    );
+    // The same bytes as the CLI's lines, verdicts and errors alike.
+    let cli = cli_lines(&inputs);
+    for (i, (host_line, cli_line)) in host.stdout.lines().zip(cli.lines()).enumerate() {
+        assert_eq!(
+            host_line, cli_line,
+            "{}: line {i} differs from the CLI's",
+            host.what
+        );
+    }
     assert_eq!(error_kind(&lines[4]), "unauthorized", "{}", host.what);
     assert_eq!(error_kind(&lines[5]), "invalid-ip", "{}", host.what);
     assert_eq!(lines[5]["ip"], INVALID);
-    assert_eq!(lines[6], cli_line(RESERVED), "{}", host.what);
     assert_eq!(lines[6]["source"], "local");
+    assert_eq!(error_kind(&lines[7]), "invalid-ip", "{}", host.what);
+    assert_eq!(lines[7]["ip"].as_str().unwrap().chars().count(), 129);
 
     let seen = server.seen();
     for name in [RED, UNAUTHORIZED, RATE_LIMITED, UPSTREAM] {
@@ -403,16 +409,16 @@ fn check_json_host(host: Finished, server: &Server) {
     );
 }
 
-/// What our own CLI prints for `ip` (against a server of its own).
-fn cli_line(ip: &str) -> Value {
+/// What our own CLI prints for `ips` (against a server of its own), as text.
+fn cli_lines(ips: &[String]) -> String {
     let server = recorded_api();
     let mut cmd = command(Path::new(env!("CARGO_BIN_EXE_tip-enrich")));
     cmd.env("TIP_API_KEY", KEY)
-        .args(["--quiet", "--base-url", &server.url(), ip]);
-    let done = Finished::run(cmd, "tip-enrich").expect_code(0);
-    let mut lines = done.lines();
-    assert_eq!(lines.len(), 1);
-    lines.remove(0)
+        .args(["--quiet", "--base-url", &server.url()])
+        .args(ips);
+    let done = Finished::run(cmd, "tip-enrich").expect_code(1);
+    assert_eq!(done.stdout.lines().count(), ips.len());
+    done.stdout
 }
 
 // ---- 1. the stock wasmtime CLI ----
@@ -435,7 +441,8 @@ fn wasmtime_cli_run_invokes_enrich() {
     let server = recorded_api();
     let e = expectation(RED);
 
-    let out = wasmtime_invoke(&server, &format!("enrich(\"{}\")", e.ip())).stdout;
+    // `{:}`: the settings record with every field unset (all are optional).
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{}\", {{:}})", e.ip())).stdout;
     let want = |field: String| assert!(out.contains(&field), "lacks {field}: {out}");
     want(format!(
         "ok({{ip: \"{}\", zone: {}",
@@ -461,9 +468,9 @@ fn wasmtime_cli_run_invokes_enrich() {
         .collect();
     assert_eq!(ids, want_ids, "report ids in {out}");
 
-    let out = wasmtime_invoke(&server, &format!("enrich(\"{ECHO_IP}\")")).stdout;
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{ECHO_IP}\", {{:}})")).stdout;
     assert!(out.starts_with("err(unauthorized("), "{out}");
-    let out = wasmtime_invoke(&server, &format!("enrich(\"{INVALID}\")")).stdout;
+    let out = wasmtime_invoke(&server, &format!("enrich(\"{INVALID}\", {{:}})")).stdout;
     assert!(out.starts_with("err(invalid-ip("), "{out}");
 
     let seen = server.seen();

@@ -14,10 +14,11 @@ use common::{Action, Seen, Server};
 use host_harness::egress::Egress;
 use host_harness::runtime::InstanceOptions;
 use tip_enrich::bindings::{ApiFlavour, AuthScheme};
-use tip_enrich::config::{Config, Purpose, empty_settings};
-use tip_enrich::error::{Error, kind, status_error};
-use tip_enrich::ip::parse_ip;
-use tip_enrich::request::build_request;
+use tip_enrich::build_request;
+use tip_enrich::parse_ip;
+use tip_enrich::settings::empty as empty_settings;
+use tip_enrich::{Config, Purpose};
+use tip_enrich::{Error, error_kind as kind, status_error};
 
 const KEY: &str = "secret-key-7c1e55aa90";
 const USER: &str = "alice";
@@ -63,7 +64,8 @@ fn debug_of_resolved_config_and_requests_hides_the_key() {
                     }
                 };
                 if !from_env {
-                    s.api_key = Some(key.clone());
+                    // The key is never a call setting: only the environment.
+                    continue;
                 }
                 let config = Config::resolve(&s, &env, Purpose::Verdict).unwrap();
                 assert_eq!(config.api_key.as_deref(), Some(key.as_str()));
@@ -81,8 +83,9 @@ fn debug_of_resolved_config_and_requests_hides_the_key() {
 fn every_error_crossing_the_boundary_hides_the_key() {
     let mut s = empty_settings();
     s.auth = Some(AuthScheme::Basic);
-    s.api_key = Some(format!("{USER}:{KEY}"));
-    let config = Config::resolve(&s, &|_| None, Purpose::Verdict).unwrap();
+    let basic = format!("{USER}:{KEY}");
+    let env = |name: &str| (name == "TIP_API_KEY").then(|| basic.clone());
+    let config = Config::resolve(&s, &env, Purpose::Verdict).unwrap();
     let secrets = config.secrets();
     let echo = format!("echo {KEY} and {USER}:{KEY}");
     let mut errors = vec![
@@ -117,7 +120,7 @@ fn every_error_crossing_the_boundary_hides_the_key() {
         errors.push(status_error(status, echo.as_bytes(), None));
     }
     for e in errors {
-        let wit = e.clone().into_wit(&secrets);
+        let wit = e.clone().into_wit(secrets);
         let shown = format!("{wit:?} {wit:#?} {}", kind(&wit));
         assert_clean("an enrich-error", &shown);
     }
@@ -129,7 +132,7 @@ fn debug_of_host_options_hides_the_key() {
     let mut options = InstanceOptions::new(Egress::Record {
         allowed: "127.0.0.1:1".into(),
         dir: dir.path().to_owned(),
-        secrets: vec![KEY.into(), format!("{USER}:{KEY}")],
+        secrets: tip_enrich::Secrets::of_key(Some(&format!("{USER}:{KEY}"))),
     });
     options.env = vec![("TIP_API_KEY".into(), KEY.into())];
     let shown = format!("{options:?} {options:#?} {:?}", options.egress);

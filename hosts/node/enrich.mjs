@@ -1,12 +1,14 @@
 // Enrich IP addresses with the tip-enrich component from Node.js, through jco.
 //
 //   npm ci
-//   npx jco transpile ../../target/wasm32-wasip2/component/tip_enrich.wasm -o component
+//   npx jco transpile <tip_enrich_component.wasm> --name tip_enrich -o component
 //   TIP_API_KEY=... node enrich.mjs 45.9.148.108 10.0.0.1
 //
 // Settings come from the TIP_* environment variables (preview2-shim hands
-// process.env to the component). Prints one JSON line per address, with the
-// fields of a tip-enrich CLI line; exits 1 when any line is an error.
+// process.env to the component); the call passes an empty settings record.
+// Prints one JSON line per address, byte for byte what the tip-enrich CLI
+// prints for it (host-harness/tests/hosts.rs checks); exits 1 when any line
+// is an error.
 import { pathToFileURL } from 'node:url';
 import { enrichIp } from './component/tip_enrich.js';
 
@@ -14,10 +16,18 @@ import { enrichIp } from './component/tip_enrich.js';
 const num = (v) => (v === undefined ? null : Number(v));
 const opt = (v) => (v === undefined ? null : v);
 
+// An error line echoes at most this many characters of its input, then `…`
+// (the CLI's MAX_ECHO_CHARS).
+const MAX_ECHO_CHARS = 128;
+const echo = (input) => {
+  const chars = Array.from(input);
+  return chars.length > MAX_ECHO_CHARS ? chars.slice(0, MAX_ECHO_CHARS).join('') + '…' : input;
+};
+
 export function enrich(ip) {
   let v;
   try {
-    v = enrichIp.enrich(ip);
+    v = enrichIp.enrich(ip, {});
   } catch (e) {
     // An `enrich-error` is thrown as a ComponentError whose payload is the WIT
     // variant; anything else (a trap) is not ours to translate.
@@ -26,7 +36,7 @@ export function enrich(ip) {
     const error = { kind: tag, message: typeof val === 'string' ? val : val.message };
     if (tag === 'rate-limited') error.retry_after_secs = opt(val.retryAfterSecs);
     if (tag === 'upstream') error.status = val.status;
-    return { ip, error };
+    return { ip: echo(ip), error };
   }
   const line = {
     ip: v.ip,

@@ -10,9 +10,10 @@ needs only `pip install wasmtime==50.0.1` and the file `tip_enrich.wasm`.
     elif result["verdict"] == "malicious":
         ...
 
-The result has the fields of a `tip-enrich` CLI line (see the README). Run as
-a script, it prints one JSON line per address, with TIP_API_KEY and the other
-TIP_* settings taken from the environment:
+The result has the fields of a `tip-enrich` CLI line (see the README), in the
+same order. Run as a script, it prints one JSON line per address, byte for
+byte what the CLI prints for it, with TIP_API_KEY and the other TIP_*
+settings taken from the environment:
 
     TIP_API_KEY=... python enrich_playbook.py 45.9.148.108
 """
@@ -26,7 +27,23 @@ from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Linker, Variant
 
 WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich.wasm")
-INTERFACE = "tip:enrich/enrich-ip@0.3.0"
+INTERFACE = "tip:enrich/enrich-ip@0.4.0"
+# An error line echoes at most this many characters of its input (the CLI's).
+MAX_ECHO_CHARS = 128
+# The fields of a verdict line, in the CLI's order.
+FIELDS = (
+    "ip", "zone", "threat_score", "has_apt", "related_report_ids", "suspicious",
+    "verdict", "found", "source", "status", "country_code", "categories",
+    "hits_count", "first_seen", "related_reports", "day_requests", "day_quota",
+)
+
+
+class _Unset:
+    """The `settings` record with every field unset (WAVE `{:}`): every field
+    is optional, and the component reads the TIP_* environment instead."""
+
+    def __getattr__(self, name):
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,13 +72,22 @@ def enrich_ip(ip, api_key, base_url=None, api="tip", timeout_ms=None, wasm_path=
     instance = linker.instantiate(store, component)
     iface = instance.get_export_index(store, INTERFACE)
     enrich = instance.get_func(store, instance.get_export_index(store, "enrich", iface))
-    result = enrich(store, ip)  # result<verdict, enrich-error>
+    result = enrich(store, ip, _Unset())  # result<verdict, enrich-error>
     enrich.post_return(store)
     # wasmtime-py returns the ok value (a Record) as is, and the err value as
     # it is: the enrich-error Variant. A trap raises WasmtimeError instead.
     if isinstance(result, Variant):
-        return {"ip": ip, "error": _error(result)}
+        return {"ip": _echo(ip), "error": _error(result)}
     return _verdict(result)
+
+
+def _echo(text):
+    return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "\u2026"
+
+
+def to_line(result):
+    """A result as the CLI writes it: compact, UTF-8, keys in its order."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False)
 
 
 def _error(e):
@@ -85,12 +111,14 @@ def _verdict(v):
         day_requests=getattr(quota, "day-requests", None),
         day_quota=getattr(quota, "day-quota", None),
     )
-    if f["reserved_block"] is None:
-        del f["reserved_block"]
-    return f
+    line = {k: f[k] for k in FIELDS}
+    if f["reserved_block"] is not None:
+        line["reserved_block"] = f["reserved_block"]
+    return line
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(encoding="utf-8")
     failed = False
     for arg in sys.argv[1:]:
         line = enrich_ip(
@@ -101,5 +129,5 @@ if __name__ == "__main__":
             timeout_ms=os.environ.get("TIP_TIMEOUT_MS"),
         )
         failed = failed or "error" in line
-        print(json.dumps(line))
+        print(to_line(line))
     sys.exit(1 if failed else 0)

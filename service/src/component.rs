@@ -3,16 +3,12 @@
 //! Nothing here unwraps: a client that goes away mid-answer only ends the
 //! write early.
 
-use std::cell::RefCell;
-
 use ::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use ::wasi::io::streams::StreamError;
-use tip_enrich::cache::{Cache, DEFAULT_MAX_ENTRIES};
-use tip_enrich::client::Client;
-use tip_enrich::config::{Config, Purpose, empty_settings};
-use tip_enrich::wasi_http::{WasiHttp, environment};
+use tip_enrich::settings::{self, empty as empty_settings};
+use tip_enrich::{Config, Purpose, Secrets, environment, with_client};
 
 use crate::http::{
     Answer, MAX_BODY_BYTES, Route, batch_answer, body_too_large, health_answer, merge_settings,
@@ -61,12 +57,6 @@ service_bindings!(
     config0_2_0_draft
 );
 
-thread_local! {
-    /// The instance's verdict cache. Hosts that make an instance per request
-    /// (wasmtime serve, Spin) start each with an empty one.
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
-}
-
 /// The settings of this request: `wasi:config/store` over the environment.
 /// A store that fails counts as empty, so the environment still applies.
 fn settings() -> Vec<(String, String)> {
@@ -81,16 +71,6 @@ fn lookup(settings: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     }
-}
-
-fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
-    let settings = settings();
-    let env = lookup(&settings);
-    let mut transport = WasiHttp::default();
-    CACHE.with(|cache| match cache.try_borrow_mut() {
-        Ok(mut cache) => f(&mut Client::new(&mut transport, &env).with_cache(&mut cache)),
-        Err(_) => f(&mut Client::new(&mut transport, &env)),
-    })
 }
 
 fn method_name(method: &Method) -> &str {
@@ -138,7 +118,8 @@ fn answer(request: &IncomingRequest) -> Answer {
     match route(method_name(&method), &path) {
         Route::Health => health(),
         Route::Verdict { ip, format } => {
-            let result = with_client(|c| c.enrich(&ip, &empty_settings()));
+            let settings = settings();
+            let result = with_client(&lookup(&settings), |c| c.enrich(&ip, &empty_settings()));
             verdict_answer(&ip, &result, format)
         }
         Route::Batch { format } => {
@@ -146,7 +127,10 @@ fn answer(request: &IncomingRequest) -> Answer {
                 Ok(ips) => ips,
                 Err(answer) => return answer,
             };
-            let results = with_client(|c| c.enrich_batch(&ips, &empty_settings()));
+            let settings = settings();
+            let results = with_client(&lookup(&settings), |c| {
+                c.enrich_batch(&ips, &empty_settings())
+            });
             batch_answer(&ips, &results, format)
         }
         Route::Refused(refusal) => refusal.answer(),
@@ -157,9 +141,10 @@ fn answer(request: &IncomingRequest) -> Answer {
 fn health() -> Answer {
     let settings = settings();
     let env = lookup(&settings);
+    let secrets = Secrets::of_key(env(settings::API_KEY.env).as_deref());
     let checked = Config::resolve(&empty_settings(), &env, Purpose::Verdict)
         .and_then(|c| c.require_key().map(|_| ()))
-        .map_err(|e| e.into_wit(&[]));
+        .map_err(|e| e.into_wit(&secrets));
     health_answer(checked)
 }
 

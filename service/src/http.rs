@@ -2,10 +2,8 @@
 //! the status of each error kind, and the answers. `component` (wasm32 only)
 //! moves bytes between these functions and `wasi:http`.
 
-use serde_json::{Value, json};
 use tip_enrich::bindings::{EnrichError, Verdict};
-use tip_enrich::error::kind;
-use tip_enrich::json::{VerdictLine, ecs_error, ecs_verdict, error_json, verdict_line};
+use tip_enrich::json::{self, EcsError, EcsVerdict, ErrorLine, VerdictLine};
 
 /// Largest request body read (a batch of addresses).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -61,18 +59,13 @@ impl Answer {
         Answer {
             status,
             headers: Vec::new(),
-            // Serializing our own Serialize types cannot fail; an empty body
-            // would still be a well-formed answer if it ever did.
-            body: serde_json::to_vec(body).unwrap_or_default(),
+            body: json::to_vec(body),
         }
     }
 
     /// A service-level problem (no address involved): `{"error": {kind, message}}`.
     pub fn problem(status: u16, kind: &str, message: &str) -> Answer {
-        Answer::json(
-            status,
-            &json!({ "error": { "kind": kind, "message": message } }),
-        )
+        Answer::json(status, &json::problem(kind, message))
     }
 }
 
@@ -171,7 +164,7 @@ impl Refusal {
             Refusal::BadFormat(bad) => Answer::problem(
                 400,
                 "bad-format",
-                &format!("format must be native or ecs, not {bad:?}"),
+                &format!("format must be native or ecs, not {}", json::to_string(bad)),
             ),
         }
     }
@@ -196,21 +189,23 @@ pub fn status_for(e: &EnrichError) -> u16 {
     }
 }
 
-/// One element of an answer. A native verdict stays a struct so its fields
-/// keep the documented order (the guest's `Value` maps sort their keys).
+/// One element of an answer: the same shapes, from the same writer, as a
+/// CLI line.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum Item<'a> {
-    Line(Box<VerdictLine<'a>>),
-    Json(Value),
+    Verdict(Box<VerdictLine<'a>>),
+    Error(ErrorLine<'a>),
+    EcsVerdict(Box<EcsVerdict<'a>>),
+    EcsError(Box<EcsError<'a>>),
 }
 
-fn item<'a>(input: &str, result: &'a Result<Verdict, EnrichError>, format: Format) -> Item<'a> {
+fn item<'a>(input: &'a str, result: &'a Result<Verdict, EnrichError>, format: Format) -> Item<'a> {
     match (result, format) {
-        (Ok(v), Format::Native) => Item::Line(Box::new(verdict_line(v))),
-        (Ok(v), Format::Ecs) => Item::Json(ecs_verdict(v, None)),
-        (Err(e), Format::Native) => Item::Json(error_json(input, e)),
-        (Err(e), Format::Ecs) => Item::Json(ecs_error(input, e, None)),
+        (Ok(v), Format::Native) => Item::Verdict(Box::new(json::verdict_line(v))),
+        (Ok(v), Format::Ecs) => Item::EcsVerdict(Box::new(json::ecs_verdict(v, None))),
+        (Err(e), Format::Native) => Item::Error(json::error_line(input, e)),
+        (Err(e), Format::Ecs) => Item::EcsError(Box::new(json::ecs_error(input, e, None))),
     }
 }
 
@@ -239,11 +234,8 @@ pub fn verdict_answer(
 /// [`MAX_BATCH`] of them. The error is the answer to give.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<String>, Answer> {
     let bad = |message: &str| Answer::problem(400, "bad-body", message);
-    let value: Value = serde_json::from_slice(body)
+    let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(body)
         .map_err(|_| bad("the body must be a JSON array of IP address strings"))?;
-    let Value::Array(items) = value else {
-        return Err(bad("the body must be a JSON array of IP address strings"));
-    };
     if items.len() > MAX_BATCH {
         return Err(Answer::problem(
             413,
@@ -252,11 +244,11 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<String>, Answer> {
         ));
     }
     items
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(s) => Ok(s),
-            _ => Err(bad(&format!("element {i} is not a string"))),
+        .map(|(i, item)| {
+            serde_json::from_str::<String>(item.get())
+                .map_err(|_| bad(&format!("element {i} is not a string")))
         })
         .collect()
 }
@@ -289,19 +281,7 @@ pub fn body_too_large() -> Answer {
 /// `configured` says whether the settings resolve (an API key is set and
 /// every `TIP_*` value is valid), and `problem` why not. No request is made.
 pub fn health_answer(config: Result<(), EnrichError>) -> Answer {
-    let mut body = json!({
-        "status": "ok",
-        "service": "tip-enrich",
-        "version": env!("CARGO_PKG_VERSION"),
-        "configured": config.is_ok(),
-    });
-    if let (Err(e), Some(map)) = (&config, body.as_object_mut()) {
-        map.insert(
-            "problem".into(),
-            json!({ "kind": kind(e), "message": tip_enrich::json::error_message(e) }),
-        );
-    }
-    Answer::json(200, &body)
+    Answer::json(200, &json::health(env!("CARGO_PKG_VERSION"), &config))
 }
 
 /// Merges runtime configuration (`wasi:config/store` pairs, keys `tip_*`)
@@ -325,7 +305,9 @@ pub fn merge_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use tip_enrich::bindings::{RateLimit, SoarVerdict, UpstreamError, VerdictSource, Zone};
+    use tip_enrich::error_kind as kind;
 
     fn verdict(ip: &str) -> Verdict {
         Verdict {
@@ -456,7 +438,10 @@ mod tests {
         let v = verdict("1.2.3.4");
         let a = verdict_answer("1.2.3.4", &Ok(v.clone()), Format::Native);
         assert_eq!(a.status, 200);
-        assert_eq!(body(&a), tip_enrich::json::verdict_json(&v));
+        assert_eq!(
+            a.body,
+            tip_enrich::json::to_vec(&tip_enrich::json::verdict_line(&v))
+        );
         let ecs = verdict_answer("1.2.3.4", &Ok(v), Format::Ecs);
         assert_eq!(
             body(&ecs)["threat"]["enrichments"][0]["indicator"]["ip"],

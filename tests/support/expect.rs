@@ -230,3 +230,56 @@ pub fn check(e: &Expectation, outcome: Result<Observed, Failure>) {
         assert_eq!(o.asn_description, Some(v), "{name}: asn description");
     }
 }
+
+/// The sections of a report as the expectations name them, with the API's
+/// spellings of each (the first is what the API sends today).
+pub const SECTIONS: [(&str, &[&str]); 12] = [
+    ("license_info", &["LicenseInfo"]),
+    ("zone", &["Zone"]),
+    ("related_objects", &["RelatedObjects"]),
+    ("ip_general_info", &["IpGeneralInfo"]),
+    ("files_downloaded_from_ip", &["FilesDownloadedFromIp"]),
+    ("hosted_urls", &["HostedUrls"]),
+    ("feed_masks", &["FeedMasks"]),
+    ("ip_whois", &["IpWhoIs", "IpWHOIS", "IpWhois"]),
+    ("ip_dns_resolutions", &["IpDnsResolutions"]),
+    ("ip_spam_info", &["IPSpamInfo", "IpSpamInfo"]),
+    ("ip_phishing_info", &["IPPhishingInfo", "IpPhishingInfo"]),
+    ("data_feeds", &["DataFeeds"]),
+];
+
+/// Fills the report part of `o` from a report's sections: the API's answer
+/// as JSON (`sections-json`, or the `sections` of a `--full` line).
+pub fn observe_sections(o: &mut Observed, sections: &serde_json::Value) {
+    let get = |spellings: &[&str]| {
+        spellings
+            .iter()
+            .find_map(|k| sections.get(*k))
+            .filter(|v| !v.is_null())
+    };
+    for (name, spellings) in SECTIONS {
+        o.sections.insert(name, get(spellings).is_some());
+    }
+    o.list_lengths = [
+        "FilesDownloadedFromIp",
+        "HostedUrls",
+        "FeedMasks",
+        "IpDnsResolutions",
+    ]
+    .iter()
+    .map(|k| get(&[k]).and_then(|v| v.as_array()).map_or(0, Vec::len))
+    .collect();
+    let asn = get(&["IpWhoIs", "IpWHOIS", "IpWhois"])
+        .and_then(|w| w.get("Asn"))
+        .and_then(|a| a.get(0));
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    o.asn_number = asn.and_then(|a| a.get("Number")).and_then(text);
+    o.asn_description = asn.and_then(|a| a.get("Description")).map(|d| match d {
+        serde_json::Value::Array(items) => items.iter().filter_map(text).collect(),
+        other => text(other).into_iter().collect(),
+    });
+}

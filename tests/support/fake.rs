@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use tip_enrich::client::{HttpResponse, Limits, SendError, Ticket, Transport};
-use tip_enrich::error::Error;
-use tip_enrich::request::HttpRequest;
+use tip_enrich::Error;
+use tip_enrich::HttpRequest;
+use tip_enrich::{HttpResponse, Limits, SendError, Ticket, Transport};
 
 type Responder = Box<dyn FnMut(&HttpRequest, u32) -> Result<HttpResponse, SendError>>;
 

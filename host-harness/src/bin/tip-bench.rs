@@ -127,8 +127,8 @@ fn addresses() -> Vec<String> {
 
 /// The same core natively: a transport that answers at once from memory.
 mod native {
-    use tip_enrich::client::{HttpResponse, Limits, SendError, Ticket, Transport};
-    use tip_enrich::request::HttpRequest;
+    use tip_enrich::HttpRequest;
+    use tip_enrich::{HttpResponse, Limits, SendError, Ticket, Transport};
 
     pub struct Instant {
         pub body: Vec<u8>,
@@ -295,7 +295,8 @@ fn main() -> Result<()> {
     // Instantiation.
     let runtime = Runtime::bundled().map_err(|e| anyhow!("{e:?}"))?;
     let set = Arc::new(RecordingSet::load(Path::new(BUNDLED_RECORDINGS))?);
-    let options = InstanceOptions::new(Egress::Replay(set));
+    let mut options = InstanceOptions::new(Egress::Replay(set));
+    options.env = vec![("TIP_API_KEY".into(), "bench".into())];
     let inst = time(200, || runtime.instantiate(&options).map(|_| ()));
     table.row(
         "instantiate (InstancePre, on-demand allocator)",
@@ -322,7 +323,6 @@ fn main() -> Result<()> {
 
     // Guest CPU per call vs native.
     let mut settings = empty_settings();
-    settings.api_key = Some("bench".into());
     settings.cache_ttl_secs = Some(0);
     let mut instance = runtime
         .instantiate(&options)
@@ -335,7 +335,7 @@ fn main() -> Result<()> {
     )?;
     let native_env = |name: &str| (name == "TIP_API_KEY").then(|| "bench".to_owned());
     let native_settings = {
-        let mut s = tip_enrich::config::empty_settings();
+        let mut s = tip_enrich::settings::empty();
         s.cache_ttl_secs = Some(0);
         s
     };
@@ -382,13 +382,13 @@ fn main() -> Result<()> {
         let mut transport = native::Instant::new(body);
         let native = if full {
             time(runs, || {
-                tip_enrich::client::Client::new(&mut transport, &native_env)
+                tip_enrich::Client::new(&mut transport, &native_env)
                     .lookup(ip, &native_settings)
                     .is_ok()
             })
         } else {
             time(runs, || {
-                tip_enrich::client::Client::new(&mut transport, &native_env)
+                tip_enrich::Client::new(&mut transport, &native_env)
                     .enrich(ip, &native_settings)
                     .is_ok()
             })
@@ -408,12 +408,12 @@ fn main() -> Result<()> {
     let server = SlowServer::start()?;
     let ips = addresses();
     let mut batch_settings = empty_settings();
-    batch_settings.api_key = Some("bench".into());
     batch_settings.base_url = Some(format!("http://{}", server.addr));
     batch_settings.cache_ttl_secs = Some(0);
-    let live = InstanceOptions::new(Egress::Live {
+    let mut live = InstanceOptions::new(Egress::Live {
         allowed: server.addr.clone(),
     });
+    live.env = vec![("TIP_API_KEY".into(), "bench".into())];
     let mut peak_memory = 0;
     let mut sequential = Duration::ZERO;
     for concurrency in [1u32, 8, 32] {

@@ -99,37 +99,30 @@ fn fetch(url: &str) -> Result<Verdict, EnrichError> {
     }
 }
 
+/// What one input does.
+fn misbehave(ip: String) -> Result<Verdict, EnrichError> {
+    match ip.as_str() {
+        "spin" => spin(),
+        "grow" => grow(),
+        "trap" => panic!("asked to trap"),
+        _ => match ip.strip_prefix("fetch:") {
+            Some(url) => fetch(url),
+            None => Ok(valid(&ip)),
+        },
+    }
+}
+
 impl Guest for Misbehaving {
-    fn enrich(ip: String) -> Result<Verdict, EnrichError> {
-        match ip.as_str() {
-            "spin" => spin(),
-            "grow" => grow(),
-            "trap" => panic!("asked to trap"),
-            _ => match ip.strip_prefix("fetch:") {
-                Some(url) => fetch(url),
-                None => Ok(valid(&ip)),
-            },
-        }
+    fn enrich(ip: String, _settings: Settings) -> Result<Verdict, EnrichError> {
+        misbehave(ip)
     }
-    fn enrich_with(ip: String, _settings: Settings) -> Result<Verdict, EnrichError> {
-        Self::enrich(ip)
+    fn enrich_batch(ips: Vec<String>, _settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
+        ips.into_iter().map(misbehave).collect()
     }
-    fn enrich_batch(ips: Vec<String>) -> Vec<Result<Verdict, EnrichError>> {
-        ips.into_iter().map(Self::enrich).collect()
-    }
-    fn enrich_batch_with(
-        ips: Vec<String>,
-        _settings: Settings,
-    ) -> Vec<Result<Verdict, EnrichError>> {
-        Self::enrich_batch(ips)
-    }
-    fn lookup(_ip: String) -> Result<Report, EnrichError> {
+    fn lookup(_ip: String, _settings: Settings) -> Result<Report, EnrichError> {
         Err(EnrichError::Config(
             "lookup is not implemented here".to_owned(),
         ))
-    }
-    fn lookup_with(ip: String, _settings: Settings) -> Result<Report, EnrichError> {
-        Self::lookup(ip)
     }
 }
 
