@@ -235,6 +235,73 @@ mod tests {
         assert_eq!(names.len(), SETTINGS.len());
     }
 
+    /// The README's row of a setting.
+    fn readme_row(s: &Setting) -> String {
+        let flag = if s.in_wit {
+            format!("`--{} {}`", s.name, s.value.replace('|', "\\|"))
+        } else {
+            "—".to_owned()
+        };
+        let default = match s.default {
+            Some(d) if !d.is_empty() => format!("`{d}`"),
+            _ => "—".to_owned(),
+        };
+        format!(
+            "| {flag} | `{}` | `{}` | {default} | {} |",
+            s.env, s.key, s.doc
+        )
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_as_the_table_says() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<String> = SETTINGS.iter().map(readme_row).collect();
+        let missing: Vec<&String> = rows
+            .iter()
+            .filter(|r| !readme.contains(r.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md's settings table is out of date; its rows are:\n{}",
+            rows.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_wit_docs_name_each_variable_and_default() {
+        let wit = include_str!("../wit/enrich.wit");
+        let record = wit
+            .split("record settings {")
+            .nth(1)
+            .unwrap()
+            .split("\n    }")
+            .next()
+            .unwrap();
+        for s in SETTINGS.iter().filter(|s| s.in_wit) {
+            // The doc lines just above the field.
+            let at = record.find(&format!(" {}: option<", s.name)).unwrap();
+            let doc: String = record[..at]
+                .lines()
+                .rev()
+                .skip(1)
+                .take_while(|l| l.trim_start().starts_with("///"))
+                .collect();
+            assert!(
+                doc.contains(s.env),
+                "{}: the WIT doc does not name {}",
+                s.name,
+                s.env
+            );
+            if let Some(d) = s.default.filter(|d| !d.is_empty() && *d != "8388608") {
+                assert!(
+                    doc.contains(d),
+                    "{}: the WIT doc does not give the default {d}",
+                    s.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_wit_record_has_exactly_the_wit_settings() {
         let wit = include_str!("../wit/enrich.wit");

@@ -5,7 +5,11 @@
 //! - [`egress`]: the wasi-http hooks that enforce the egress policy.
 //! - [`recordings`]: the recording format, loader, matcher and writer.
 //! - [`output`]: the CLI's JSON Lines.
+//! - [`serve`]: `tip-enrich serve`, the service component over HTTP.
+//! - [`bounded`]: deadlines and a cap on an incoming body (for `serve`, and
+//!   any later proxy that streams bodies).
 
+pub mod bounded;
 pub mod egress;
 pub mod output;
 pub mod recordings;

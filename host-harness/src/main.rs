@@ -58,13 +58,24 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     service_component: Option<PathBuf>,
 
-    /// Limit of one request on its instance (epoch deadline), in ms.
+    /// Limit of one request on its instance (epoch deadline and wall clock), in ms.
     #[arg(long, value_name = "N", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
     request_budget_ms: u64,
 
-    /// Requests handled at once; more wait for a slot.
+    /// Requests handled at once; more wait for a slot. A request takes a
+    /// slot only once its body is in.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_in_flight: usize,
+
+    /// A request's head must be complete within this long from the
+    /// connection's start (or the previous answer), or the connection is closed.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+
+    /// A request's body must be complete within this long after its head,
+    /// or it is answered 408.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
 }
 
 /// Enrich IP addresses with Kaspersky Threat Intelligence Portal verdicts.
@@ -351,6 +362,8 @@ fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> 
         config: pairs,
         max_memory_bytes: cli.max_memory_mb.saturating_mul(1024 * 1024),
         request_budget: Duration::from_millis(args.request_budget_ms),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
         max_in_flight: args.max_in_flight,
         log_requests: !cli.quiet,
         log: Default::default(),

@@ -3,6 +3,18 @@
 //! `wasmtime serve` does, with the harness's egress policy, a memory cap and
 //! an epoch deadline on every instance.
 //!
+//! What a client sends is bounded before it costs a request slot: hyper
+//! drops a connection whose request head is not complete within
+//! [`ServeOptions::header_timeout`] (from the connection's start, or from the
+//! previous answer on a kept-alive connection), and the host reads the whole
+//! request body, at most [`MAX_BODY_BYTES`], within
+//! [`ServeOptions::body_timeout`] ([`crate::bounded`]) before it waits for a
+//! slot or makes an instance; the guest gets that body from memory. A body
+//! over the cap is answered 413, one not complete in time 408, both with
+//! `connection: close`. The wait for the guest, instantiation to last body
+//! byte, is bounded on the wall clock by the request budget too, since the
+//! epoch deadline cannot interrupt a guest blocked in a host call.
+//!
 //! Settings reach the component through `wasi:config/store` (keys `tip_*`),
 //! never through the host's own environment.
 
@@ -12,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::io::TokioIo;
@@ -26,11 +39,17 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::bounded::{self, BodyError, Limits, TokioTimer};
 use crate::egress::{Egress, Hooks, RequestLog};
 use crate::runtime::{Runtime, Ticker, load_component, ticks};
 
 /// The service component built from this checkout by `build.rs`.
 pub const SERVICE_COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_SERVICE_COMPONENT_PATH"));
+
+/// Largest request body the host reads for the guest: the service's own
+/// limit (`tip_enrich_service::http::MAX_BODY_BYTES`), so a body the guest
+/// would refuse is refused before an instance is made.
+pub const MAX_BODY_BYTES: u64 = 1 << 20;
 
 /// How the server runs. `Debug` shows the `wasi:config` keys, never their values.
 #[derive(Clone)]
@@ -41,8 +60,15 @@ pub struct ServeOptions {
     pub config: Vec<(String, String)>,
     /// Linear-memory cap of each instance, in bytes.
     pub max_memory_bytes: usize,
-    /// Epoch budget of one request, instantiation to last body byte.
+    /// Budget of one request, instantiation to last body byte: the epoch
+    /// deadline of its store, and a wall-clock limit on the task running it.
     pub request_budget: Duration,
+    /// A request head (line and headers) must be complete within this long
+    /// from the connection's start or the previous answer; else the
+    /// connection is closed.
+    pub header_timeout: Duration,
+    /// The request body must be complete within this long after its head.
+    pub body_timeout: Duration,
     /// Requests handled at once; more wait for a slot.
     pub max_in_flight: usize,
     /// Log one line per request on stderr.
@@ -65,6 +91,8 @@ impl std::fmt::Debug for ServeOptions {
             )
             .field("max_memory_bytes", &self.max_memory_bytes)
             .field("request_budget", &self.request_budget)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("log_requests", &self.log_requests)
             .finish_non_exhaustive()
@@ -144,12 +172,7 @@ impl Service {
                 egress: self.options.egress.clone(),
                 log: self.options.log.clone(),
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.options.max_memory_bytes)
-                .instances(4)
-                .tables(16)
-                .memories(4)
-                .build(),
+            limits: crate::runtime::store_limits(self.options.max_memory_bytes),
             config: self.config.clone(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -159,39 +182,53 @@ impl Service {
         store
     }
 
-    /// Runs one request on a fresh instance. A trap, or a guest that never
-    /// answers, becomes a 500 with a JSON body; the server goes on.
+    /// Runs one request on a fresh instance, once its body is in. A body
+    /// over the cap or not complete in time is answered without an
+    /// instance; a trap, or a guest that does not answer within the request
+    /// budget, becomes a 500 with a JSON body; the server goes on.
     pub async fn handle(
         self: &Arc<Self>,
         request: hyper::Request<hyper::body::Incoming>,
     ) -> hyper::Response<HyperOutgoingBody> {
+        let (parts, body) = request.into_parts();
+        let limits = Limits {
+            total: Some(self.options.body_timeout),
+            idle: None,
+            max_bytes: Some(MAX_BODY_BYTES),
+        };
+        // Before the slot: a client that stalls holds only its connection.
+        let body = match bounded::collect(body, limits).await {
+            Ok(body) => body,
+            Err(e) => return refused(&e),
+        };
         let _slot = self.slots.acquire().await;
-        match self.run(request).await {
+        match self
+            .run(hyper::Request::from_parts(parts, Full::new(body)))
+            .await
+        {
             Ok(response) => response,
-            Err(e) => {
-                let body = serde_json::json!({
-                    "error": { "kind": "trap", "message": format!("the component failed: {e}") }
-                });
-                let mut response = hyper::Response::new(
-                    Full::new(Bytes::from(body.to_string()))
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                );
-                *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                if let Ok(v) = hyper::header::HeaderValue::from_str("application/json") {
-                    response
-                        .headers_mut()
-                        .insert(hyper::header::CONTENT_TYPE, v);
-                }
-                response
-            }
+            Err(Failed::Budget) => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "budget",
+                &format!(
+                    "the component did not answer within the request budget of {} ms",
+                    self.options.request_budget.as_millis()
+                ),
+                false,
+            ),
+            Err(Failed::Guest(e)) => problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "trap",
+                &format!("the component failed: {e}"),
+                false,
+            ),
         }
     }
 
     async fn run(
         self: &Arc<Self>,
-        request: hyper::Request<hyper::body::Incoming>,
-    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Failed> {
         let mut store = self.store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -200,26 +237,96 @@ impl Service {
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
+        let budget = self.options.request_budget;
         // The handler keeps running after the head is sent, writing the body.
-        let task = tokio::task::spawn(async move {
+        // At the budget the task's future is dropped, and with it the store
+        // and the response outparam, wherever the guest is waiting.
+        let task = tokio::task::spawn(tokio::time::timeout(budget, async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
                 .await
-        });
+        }));
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(wasmtime::format_err!("the component answered {code:?}")),
+            Ok(Err(code)) => Err(wasmtime::format_err!("the component answered {code:?}").into()),
             Err(_) => match task.await {
-                Ok(Ok(())) => Err(wasmtime::format_err!(
-                    "the component returned without an answer"
-                )),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(wasmtime::format_err!("the request task failed: {e}")),
+                Ok(Ok(Ok(()))) => {
+                    Err(wasmtime::format_err!("the component returned without an answer").into())
+                }
+                Ok(Ok(Err(e))) => Err(e.into()),
+                Ok(Err(_elapsed)) => Err(Failed::Budget),
+                Err(e) => Err(wasmtime::format_err!("the request task failed: {e}").into()),
             },
         }
     }
+}
+
+/// Why a request got no answer from the guest.
+enum Failed {
+    /// The request budget ran out first.
+    Budget,
+    /// The guest trapped, or returned without an answer.
+    Guest(wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for Failed {
+    fn from(e: wasmtime::Error) -> Failed {
+        Failed::Guest(e)
+    }
+}
+
+/// The host's answer to a request body it would not hand to the guest. The
+/// body was not read to its end, so the connection is closed after it.
+fn refused(e: &BodyError<hyper::Error>) -> hyper::Response<HyperOutgoingBody> {
+    let (status, kind, message) = match e {
+        BodyError::TooLarge(max) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body must be at most {max} bytes"),
+        ),
+        BodyError::Deadline(_) | BodyError::Idle(_) => {
+            (StatusCode::REQUEST_TIMEOUT, "body-timeout", e.to_string())
+        }
+        BodyError::Read(_) => (
+            StatusCode::BAD_REQUEST,
+            "bad-body",
+            "the request body could not be read".to_owned(),
+        ),
+    };
+    problem(status, kind, &message, true)
+}
+
+/// A JSON problem answer of the host's own: `{"error": {"kind", "message"}}`,
+/// the shape of the service's own problem answers. With `close`, the
+/// connection ends after it.
+fn problem(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    close: bool,
+) -> hyper::Response<HyperOutgoingBody> {
+    // The service's own problem shape, from the core's one JSON writer.
+    let body = tip_enrich::json::to_vec(&tip_enrich::json::problem(kind, message));
+    let mut response = hyper::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    if close {
+        headers.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves; each request
@@ -238,6 +345,7 @@ pub async fn serve(
         let service = service.clone();
         tokio::task::spawn(async move {
             let log = service.options.log_requests;
+            let header_timeout = service.options.header_timeout;
             let handler = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
                 async move {
@@ -256,6 +364,8 @@ pub async fn serve(
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
+                .timer(TokioTimer)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), handler)
                 .await
                 && log
@@ -280,6 +390,8 @@ mod tests {
             config: vec![("tip_api_key".into(), "sekrit-key-value".into())],
             max_memory_bytes: 1,
             request_budget: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
             max_in_flight: 1,
             log_requests: false,
             log: RequestLog::default(),

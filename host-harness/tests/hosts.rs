@@ -562,6 +562,65 @@ fn wasmtime_cli_serves_the_service_world() {
     assert_no_key("wasmtime serve", &stdout, &stderr);
 }
 
+/// Hosts that hand the guest the request body as the client sends it (here
+/// the stock `wasmtime serve`) rely on the guest's own body deadline
+/// (`tip_enrich_service::http::BODY_DEADLINE`, 30 s): a client that stalls
+/// mid-body gets a 408 instead of keeping the instance waiting for ever.
+#[test]
+fn wasmtime_cli_serve_answers_408_to_a_body_that_stalls() {
+    let server = recorded_api();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = command(&installed("bin/wasmtime"));
+    cmd.env("TIP_API_KEY", KEY)
+        .args(["serve", "-S", "cli", "-S", "http", "-S", "config"])
+        .arg("-S")
+        .arg(format!("config-var=tip_base_url={}", server.url()))
+        .args(["--env", "TIP_API_KEY", "--addr", &addr])
+        .arg(SERVICE_COMPONENT_PATH);
+    let mut serve = Running::spawn(cmd, "wasmtime serve");
+    let deadline = Instant::now() + BUDGET;
+    let mut conn = loop {
+        if let Ok(conn) = TcpStream::connect(&addr) {
+            break conn;
+        }
+        if let Some(status) = serve.exited() {
+            panic!("wasmtime serve exited ({status}):\n{}", serve.stderr());
+        }
+        assert!(Instant::now() < deadline, "wasmtime serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // A POST promising 1000 bytes, a few of them, then nothing.
+    use std::io::Write;
+    write!(
+        conn,
+        "POST /v1/ip HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n[\"45.9"
+    )
+    .unwrap();
+    conn.flush().unwrap();
+    // A hang guard well past the 30 s deadline, not a speed assertion.
+    let started = Instant::now();
+    let guard = Duration::from_secs(120);
+    conn.set_read_timeout(Some(guard)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("body-timeout") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+        assert!(started.elapsed() < guard, "no answer within {guard:?}");
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    eprintln!("wasmtime serve: 408 after {:?}", started.elapsed());
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}\n{}", serve.stderr());
+    assert!(raw.contains("\"kind\":\"body-timeout\""), "{raw}");
+    assert!(server.seen().is_empty(), "nothing was looked up");
+    drop(conn);
+    drop(serve);
+}
+
 // ---- 2. jco on Node ----
 
 #[test]

@@ -23,6 +23,46 @@ fn cli_line(ip: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The CLI's raw line (its bytes) for `args`, from the bundled recordings.
+fn cli_raw(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env_remove("TIP_API_KEY")
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    text.trim_end().to_owned()
+}
+
+#[test]
+fn serve_writes_the_clis_bytes_for_errors_and_ecs_too() {
+    let serving = Serving::start(&["--replay", host_harness::BUNDLED_RECORDINGS], &[]);
+    // Rate-limited (429), refused (400 from the API: 502 here), invalid input,
+    // an upstream 500: each error body is the CLI's error line.
+    for ip in ["9.9.9.9", "4.4.4.4", "not-an-ip", "11.11.11.11"] {
+        let a = serving.request("GET", &format!("/v1/ip/{ip}"), "");
+        assert_ne!(a.status, 200, "{ip}: {}", a.body);
+        assert_eq!(a.body, cli_raw(&[ip]), "GET /v1/ip/{ip}");
+    }
+    // ECS, a verdict and an error.
+    for ip in ["45.9.148.108", "10.0.0.1", "4.4.4.4", "9.9.9.9"] {
+        let a = serving.request("GET", &format!("/v1/ip/{ip}?format=ecs"), "");
+        assert_eq!(
+            a.body,
+            cli_raw(&["--format", "ecs", ip]),
+            "GET /v1/ip/{ip}?format=ecs"
+        );
+    }
+    // A batch holds the same bytes, element by element.
+    let a = serving.request("POST", "/v1/ip", r#"["4.4.4.4","45.9.148.108"]"#);
+    assert_eq!(
+        a.body,
+        format!("[{},{}]", cli_raw(&["4.4.4.4"]), cli_raw(&["45.9.148.108"]))
+    );
+}
+
 #[test]
 fn serve_answers_every_route_like_the_cli() {
     let serving = Serving::start(&["--replay", host_harness::BUNDLED_RECORDINGS], &[]);

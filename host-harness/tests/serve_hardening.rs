@@ -43,6 +43,8 @@ fn in_process(allowed: &str, base_url: &str) -> (String, tokio::runtime::Runtime
         ],
         max_memory_bytes: 64 * 1024 * 1024,
         request_budget: Duration::from_secs(60),
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
         max_in_flight: 4,
         log_requests: false,
         log: Default::default(),

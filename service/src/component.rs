@@ -3,16 +3,18 @@
 //! Nothing here unwraps: a client that goes away mid-answer only ends the
 //! write early.
 
+use ::wasi::clocks::monotonic_clock;
 use ::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
+use ::wasi::io::poll::poll;
 use ::wasi::io::streams::StreamError;
 use tip_enrich::settings::{self, empty as empty_settings};
 use tip_enrich::{Config, Purpose, Secrets, environment, with_client};
 
 use crate::http::{
-    Answer, MAX_BODY_BYTES, Route, batch_answer, body_too_large, health_answer, merge_settings,
-    parse_batch, route, verdict_answer,
+    Answer, BODY_DEADLINE, MAX_BODY_BYTES, Route, batch_answer, body_timed_out, body_too_large,
+    health_answer, merge_settings, parse_batch, route, verdict_answer,
 };
 
 #[cfg(all(feature = "spin", feature = "wasmcloud"))]
@@ -88,28 +90,42 @@ fn method_name(method: &Method) -> &str {
     }
 }
 
-/// The request body, or the answer to give when it is too large or unreadable.
+/// The request body, or the answer to give when it is too large, unreadable
+/// or not complete within [`BODY_DEADLINE`]. It waits only in `wasi:io/poll`,
+/// on the body stream and a timer at the deadline together.
 fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Answer> {
     let unreadable = || Answer::problem(400, "bad-body", "the request body could not be read");
     let body = request.consume().map_err(|_| unreadable())?;
     let stream = body.stream().map_err(|_| unreadable())?;
+    let deadline = u64::try_from(BODY_DEADLINE.as_nanos()).unwrap_or(u64::MAX);
+    let timer = monotonic_clock::subscribe_duration(deadline);
+    let ready = stream.subscribe();
     let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(64 * 1024) {
+    let outcome = loop {
+        if timer.ready() {
+            break Err(body_timed_out());
+        }
+        match stream.read(64 * 1024) {
+            Ok(chunk) if chunk.is_empty() => {
+                // Nothing yet: wait for data, the end, or the deadline.
+                let _ = poll(&[&ready, &timer]);
+            }
             Ok(chunk) => {
                 bytes.extend_from_slice(&chunk);
                 if bytes.len() > MAX_BODY_BYTES {
-                    return Err(body_too_large());
+                    break Err(body_too_large());
                 }
             }
-            Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(_)) => return Err(unreadable()),
+            Err(StreamError::Closed) => break Ok(()),
+            Err(StreamError::LastOperationFailed(_)) => break Err(unreadable()),
         }
-    }
-    // The stream is a child of the body: drop it first.
+    };
+    // Children before parents: the pollables, then the stream, then the body.
+    drop(ready);
+    drop(timer);
     drop(stream);
     drop(body);
-    Ok(bytes)
+    outcome.map(|()| bytes)
 }
 
 fn answer(request: &IncomingRequest) -> Answer {

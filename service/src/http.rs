@@ -7,6 +7,12 @@ use tip_enrich::json::{self, EcsError, EcsVerdict, ErrorLine, VerdictLine};
 
 /// Largest request body read (a batch of addresses).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long the guest waits for a whole request body from its host. Hosts
+/// other than ours (`wasmtime serve`, Spin) hand the body over as the client
+/// sends it, so a client that stalls would otherwise keep the instance
+/// waiting for ever; `tip-enrich serve` reads the body itself first, with its
+/// own `--body-timeout-secs`, so there the body is already in memory.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most addresses in one `POST /v1/ip`.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -277,6 +283,20 @@ pub fn body_too_large() -> Answer {
     )
 }
 
+/// The answer to a body not complete within [`BODY_DEADLINE`].
+/// (No `connection: close` here: wasi-http hosts forbid a guest that header
+/// and manage the connection themselves.)
+pub fn body_timed_out() -> Answer {
+    Answer::problem(
+        408,
+        "body-timeout",
+        &format!(
+            "the body was not complete within {} s",
+            BODY_DEADLINE.as_secs()
+        ),
+    )
+}
+
 /// The answer to `GET /healthz`: always 200 while the service runs;
 /// `configured` says whether the settings resolve (an API key is set and
 /// every `TIP_*` value is valid), and `problem` why not. No request is made.
@@ -461,6 +481,19 @@ mod tests {
         }
         let many = serde_json::to_vec(&vec!["1.1.1.1"; MAX_BATCH + 1]).unwrap();
         assert_eq!(parse_batch(&many).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn a_body_too_large_or_too_slow_is_a_problem_answer() {
+        for (answer, status, kind) in [
+            (body_too_large(), 413, "too-large"),
+            (body_timed_out(), 408, "body-timeout"),
+        ] {
+            assert_eq!(answer.status, status);
+            let v: Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(v["error"]["kind"], kind, "{v}");
+        }
+        assert!(BODY_DEADLINE.as_secs() >= 1, "a deadline in seconds");
     }
 
     #[test]
