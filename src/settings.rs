@@ -280,7 +280,9 @@ mod tests {
         for s in SETTINGS.iter().filter(|s| s.in_wit) {
             // The doc lines just above the field.
             let at = record.find(&format!(" {}: option<", s.name)).unwrap();
-            let doc: String = record[..at]
+            let doc: String = record
+                .get(..at)
+                .unwrap()
                 .lines()
                 .rev()
                 .skip(1)
