@@ -4,7 +4,7 @@
 What it checks (each line of output says which):
   spin.toml     parses as TOML; fits deploy/schemas/spin-manifest-v2.subset.schema.json
                 (our own strict schema of Spin manifest v2); its component variables are
-                the service's settings (TIP_X -> tip_x, each a name src/config.rs reads),
+                the service's settings (TIP_X -> tip_x, each a name src/settings.rs declares),
                 each refers to a declared application variable, the key is secret and
                 required; allowed_outbound_hosts covers the default base URLs of
                 src/config.rs and nothing else; the source path is the build command's
@@ -92,7 +92,8 @@ def rel(p: Path) -> str:
 
 
 def config_rs_env_names() -> set[str]:
-    text = (ROOT / "src" / "config.rs").read_text()
+    # The settings table (src/settings.rs) declares every variable the core reads.
+    text = (ROOT / "src" / "settings.rs").read_text()
     return set(re.findall(r'"(TIP_[A-Z0-9_]+)"', text))
 
 
@@ -120,7 +121,7 @@ def notes_text() -> str:
 def check_settings_names(r: Report, names: list[str], where: str) -> None:
     env = config_rs_env_names()
     unknown = [n for n in names if n.upper() not in env]
-    r.check(not unknown, f"{where}: every setting is a TIP_* name src/config.rs reads (unknown: {unknown or 'none'})")
+    r.check(not unknown, f"{where}: every setting is a TIP_* name src/settings.rs declares (unknown: {unknown or 'none'})")
     r.check(set(names) <= set(SETTINGS), f"{where}: settings are among {SETTINGS}")
 
 
