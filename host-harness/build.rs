@@ -31,6 +31,7 @@ fn main() {
     // then watch the first checkout's files.
     for path in [
         "../src",
+        "../component",
         "../service",
         "../wit",
         "../Cargo.toml",
@@ -46,8 +47,9 @@ fn main() {
         println!("cargo:rerun-if-env-changed=CARGO_PROFILE_COMPONENT_{knob}");
     }
 
-    // One nested cargo per guest: building them in one invocation would unify
-    // features, and the service must link the core without the `enricher` export.
+    // One nested cargo per guest, so each artifact is exactly what
+    // `cargo build -p <package>` makes (one invocation would unify the
+    // features of shared dependencies across the guests).
     for guest in GUESTS {
         let wasm = build_guest(&root, &target_dir, guest.package);
         println!("cargo:rustc-env={}={}", guest.env, wasm.display());
@@ -56,7 +58,7 @@ fn main() {
 
 /// A guest component the harness embeds.
 struct Guest {
-    /// Its cargo package.
+    /// Its cargo package (the artifact is its name with `_` for `-`).
     package: &'static str,
     /// The environment variable (at compile time) that holds its path.
     env: &'static str,
@@ -64,7 +66,7 @@ struct Guest {
 
 const GUESTS: &[Guest] = &[
     Guest {
-        package: "tip-enrich",
+        package: "tip-enrich-component",
         env: "TIP_ENRICH_COMPONENT_PATH",
     },
     Guest {
@@ -121,9 +123,5 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
         .join("wasm32-wasip2/component")
         .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "component not found at {}", wasm.display());
-    // A copy per guest: a later guest that depends on the core (the service)
-    // re-links the core's cdylib over `tip_enrich.wasm` without its exports.
-    let kept = target_dir.join(format!("{package}.wasm"));
-    std::fs::copy(&wasm, &kept).expect("copying a guest component");
-    kept
+    wasm
 }

@@ -1,5 +1,6 @@
-//! tip-enrich: IP enrichment from the Kaspersky Threat Intelligence Portal as a
-//! WebAssembly component.
+//! tip-enrich: the core of IP enrichment from the Kaspersky Threat
+//! Intelligence Portal. The components link it: `component/` (world
+//! `enricher`) and `service/` (world `enrich-service`).
 //!
 //! Layout (see ARCHITECTURE.md): a pure core with no IO —
 //! [`ip`] (parsing, special-purpose blocks), [`config`] (settings resolution),
@@ -38,63 +39,3 @@ pub mod verdict;
 pub mod wasi_http;
 
 pub use lenient::{parse_status, parse_zone};
-
-#[cfg(all(target_arch = "wasm32", feature = "enricher"))]
-mod component {
-    use std::cell::RefCell;
-
-    use crate::bindings::{EnrichError, Guest, Report, Settings, Verdict};
-    use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
-    use crate::client::Client;
-    use crate::config::empty_settings;
-    use crate::wasi_http::{WasiHttp, environment};
-
-    thread_local! {
-        /// The instance's verdict cache: it lives as long as the instance.
-        static CACHE: RefCell<Cache> = RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
-    }
-
-    struct Component;
-
-    fn with_client<R>(f: impl FnOnce(&mut Client<'_>) -> R) -> R {
-        let mut transport = WasiHttp::default();
-        // One trip across the boundary for the whole environment per call.
-        let environment = environment();
-        let env = |name: &str| {
-            environment
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        CACHE.with(|cache| match cache.try_borrow_mut() {
-            Ok(mut cache) => f(&mut Client::new(&mut transport, &env).with_cache(&mut cache)),
-            Err(_) => f(&mut Client::new(&mut transport, &env)),
-        })
-    }
-
-    impl Guest for Component {
-        fn enrich(ip: String) -> Result<Verdict, EnrichError> {
-            with_client(|c| c.enrich(&ip, &empty_settings()))
-        }
-        fn enrich_with(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
-            with_client(|c| c.enrich(&ip, &settings))
-        }
-        fn enrich_batch(ips: Vec<String>) -> Vec<Result<Verdict, EnrichError>> {
-            with_client(|c| c.enrich_batch(&ips, &empty_settings()))
-        }
-        fn enrich_batch_with(
-            ips: Vec<String>,
-            settings: Settings,
-        ) -> Vec<Result<Verdict, EnrichError>> {
-            with_client(|c| c.enrich_batch(&ips, &settings))
-        }
-        fn lookup(ip: String) -> Result<Report, EnrichError> {
-            with_client(|c| c.lookup(&ip, &empty_settings()))
-        }
-        fn lookup_with(ip: String, settings: Settings) -> Result<Report, EnrichError> {
-            with_client(|c| c.lookup(&ip, &settings))
-        }
-    }
-
-    crate::bindings::export!(Component);
-}
