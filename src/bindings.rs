@@ -1,7 +1,8 @@
 //! Rust types generated from `wit/enrich.wit` (world `enricher`).
 //!
 //! The generated records are plain data, so the pure core uses them directly
-//! and builds natively; only `export!` (in `lib.rs`) is wasm-specific.
+//! and builds natively; only `export!` (called by the component crate,
+//! `component/`) is wasm-specific.
 
 #![allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]
 
@@ -10,7 +11,9 @@ wit_bindgen::generate!({
     path: "wit",
     additional_derives: [PartialEq],
     pub_export_macro: true,
-    default_bindings_module: "crate::bindings",
+    // `export!` is used by the component crate (component/), so it must
+    // be public and name this module by its full path.
+    default_bindings_module: "tip_enrich::bindings",
 });
 
 pub use exports::tip::enrich::enrich_ip::*;

@@ -48,38 +48,3 @@ pub use transport::{HttpResponse, Limits, SendError, Ticket, Transport};
 pub use verdict::{SUSPICIOUS_SCORES, from_sections, soar_verdict};
 #[cfg(target_arch = "wasm32")]
 pub use wasi_http::{WasiHttp, environment, with_client};
-
-#[cfg(all(target_arch = "wasm32", feature = "enricher"))]
-mod component {
-    use crate::bindings::{EnrichError, Guest, Report, Settings, Verdict};
-    use crate::wasi_http::{environment, with_client};
-
-    struct Component;
-
-    /// The environment once per call (one trip across the boundary).
-    fn env_lookup(environment: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-        |name| {
-            environment
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
-
-    impl Guest for Component {
-        fn enrich(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
-            let env = environment();
-            with_client(&env_lookup(&env), |c| c.enrich(&ip, &settings))
-        }
-        fn enrich_batch(ips: Vec<String>, settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
-            let env = environment();
-            with_client(&env_lookup(&env), |c| c.enrich_batch(&ips, &settings))
-        }
-        fn lookup(ip: String, settings: Settings) -> Result<Report, EnrichError> {
-            let env = environment();
-            with_client(&env_lookup(&env), |c| c.lookup(&ip, &settings))
-        }
-    }
-
-    crate::bindings::export!(Component);
-}

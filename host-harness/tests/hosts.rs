@@ -3,9 +3,13 @@
 //! CLI (`run --invoke` and `serve`), jco on Node (`hosts/node/enrich.mjs`) and
 //! wasmtime-py (`hosts/python/enrich_playbook.py`).
 //!
-//! The tools are installed by `bash hosts/setup.sh` into `$TIP_HOSTS_DIR`
-//! (default `~/.cache/tip-enrich/hosts`); when they are missing these tests
-//! fail and say so. Each test checks the verdict against `tests/expected.toml`,
+//! The tools (pinned: `hosts/python/requirements.txt`, `hosts/cli-requirements.txt`,
+//! `hosts/node/package-lock.json`) live in `$TIP_HOSTS_DIR` (default
+//! `~/.cache/tip-enrich/hosts`). The first test that needs them runs
+//! `hosts/setup.sh`, which installs them from PyPI and npm when they are missing
+//! or their pins changed and returns at once otherwise; a lock file in that
+//! directory makes concurrent test processes install once. So a machine needs
+//! only Python 3.9+ and Node.js 20+ with npm. Each test checks the verdict against `tests/expected.toml`,
 //! the requests the server saw (path, `x-api-key`, count), an `unauthorized`
 //! answer whose body echoes the key, an invalid address, and that the key never
 //! shows in the host's output.
@@ -18,7 +22,7 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,14 +53,51 @@ const RESERVED: &str = "10.0.0.1";
 
 // ---- the installed tools ----
 
-fn hosts_dir() -> PathBuf {
-    match std::env::var_os("TIP_HOSTS_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/tip-enrich/hosts")
-        }
-    }
+/// The hosts directory, with the pinned hosts installed in it (once per
+/// test process; see `install`).
+fn hosts_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = match std::env::var_os("TIP_HOSTS_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => {
+                let home = std::env::var_os("HOME").expect("HOME is set");
+                Path::new(&home).join(".cache/tip-enrich/hosts")
+            }
+        };
+        install(&dir);
+        dir
+    })
+}
+
+/// Runs `hosts/setup.sh` into `dir` holding an exclusive lock on
+/// `dir/.setup.lock`, so test processes started at once (two checkouts, or
+/// `cargo test` beside CI) install one at a time, and all but the first
+/// find the pinned tools in place (setup.sh then only checks its stamp).
+fn install(dir: &Path) {
+    std::fs::create_dir_all(dir)
+        .unwrap_or_else(|e| panic!("create the hosts directory {}: {e}", dir.display()));
+    let lock_path = dir.join(".setup.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
+    let out = Command::new("bash")
+        .arg(repo().join("hosts/setup.sh"))
+        .env("TIP_HOSTS_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run bash hosts/setup.sh: {e}"));
+    assert!(
+        out.status.success(),
+        "installing the independent hosts with hosts/setup.sh failed ({}); it needs \
+         Python 3.9+ and Node.js 20+ with npm, and PyPI and npm reachable once\n\
+         stdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(lock);
 }
 
 /// A path inside the hosts directory that must exist.
@@ -64,8 +105,7 @@ fn installed(rel: &str) -> PathBuf {
     let path = hosts_dir().join(rel);
     assert!(
         path.exists(),
-        "{} is missing: install the independent hosts with `bash hosts/setup.sh` \
-         (TIP_HOSTS_DIR chooses another directory)",
+        "{} is missing although hosts/setup.sh succeeded",
         path.display()
     );
     path

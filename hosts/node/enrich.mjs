@@ -1,7 +1,7 @@
 // Enrich IP addresses with the tip-enrich component from Node.js, through jco.
 //
 //   npm ci
-//   npx jco transpile <tip_enrich_component.wasm> --name tip_enrich -o component
+//   npx jco transpile ../../target/wasm32-wasip2/component/tip_enrich_component.wasm --name tip_enrich -o component
 //   TIP_API_KEY=... node enrich.mjs 45.9.148.108 10.0.0.1
 //
 // Settings come from the TIP_* environment variables (preview2-shim hands

@@ -2,7 +2,7 @@
 
 Paste `enrich_ip` (with its imports and the helpers below it) into a Python
 SOAR playbook: a Cortex XSOAR automation, a Splunk SOAR custom function. It
-needs only `pip install wasmtime==50.0.1` and the file `tip_enrich.wasm`.
+needs only `pip install wasmtime==50.0.1` and the file `tip_enrich_component.wasm`.
 
     result = enrich_ip("45.9.148.108", api_key=demisto.params()["api_key"])
     if "error" in result:          # {"ip", "error": {"kind", "message", ...}}
@@ -26,7 +26,7 @@ import sys
 from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Linker, Variant
 
-WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich.wasm")
+WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich_component.wasm")
 INTERFACE = "tip:enrich/enrich-ip@0.4.0"
 # An error line echoes at most this many characters of its input (the CLI's).
 MAX_ECHO_CHARS = 128
