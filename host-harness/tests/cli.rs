@@ -283,3 +283,59 @@ fn another_component_build_can_be_given() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.wasm"));
 }
+
+/// Issue #10: a 20 MB input line came back whole in its error line.
+#[test]
+fn issue_10_an_error_line_echoes_a_bounded_excerpt_of_a_huge_input() {
+    let huge = format!("{}\n8.8.8.8\n", "x".repeat(20 * 1024 * 1024));
+    let out = run(tip_enrich().arg("--quiet"), Some(&huge));
+    assert_eq!(out.status.code(), Some(1), "{}", all_text(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.len() < 1024, "{} bytes", first.len());
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 2, "one line per input");
+    assert_eq!(lines[0]["error"]["kind"], "invalid-ip");
+    let echoed = lines[0]["ip"].as_str().unwrap();
+    assert_eq!(echoed.chars().count(), tip_enrich::json::MAX_ECHO_CHARS + 1);
+    assert!(echoed.ends_with('…'));
+    assert_eq!(lines[1]["zone"], "green");
+}
+
+/// Issue #10: `tip-enrich < big.txt | head -1` printed "Broken pipe".
+#[test]
+fn issue_10_a_closed_stdout_ends_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = tip_enrich()
+        .arg("--quiet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Enough addresses (answered locally, so fast) to outlast the reader.
+    let writer = std::thread::spawn(move || {
+        for i in 0..200_000u32 {
+            let line = format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255);
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"10.0.0.0\""), "{first}");
+    // Like `head -1`: the reader goes away.
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    assert!(
+        stderr.trim().is_empty() || stderr.contains("demo mode"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
