@@ -1,0 +1,1 @@
+//! Empty: only the lockfile matters (see Cargo.toml).
