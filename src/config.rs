@@ -283,8 +283,8 @@ impl Config {
                 .map(|v| {
                     v.parse::<u32>().map_err(|_| {
                         Error::Config(format!(
-                            "{} must be a whole number from 0 to 4294967295",
-                            setting.env
+                            "{} ({}) must be a whole number from 0 to 4294967295",
+                            setting.name, setting.env
                         ))
                     })
                 })
@@ -337,8 +337,8 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(Error::Config(format!(
-                    "{} must be at least 1 ms",
-                    setting.env
+                    "{} ({}) must be at least 1 ms",
+                    setting.name, setting.env
                 )));
             }
         }

@@ -271,6 +271,11 @@ fn main() -> Result<()> {
         format!("{} B", COMPONENT.len()),
         "target ≤ 200 KB",
     );
+    table.row(
+        "service component size (profile `component`)",
+        format!("{} B", host_harness::serve::SERVICE_COMPONENT.len()),
+        "",
+    );
 
     // Load: compile vs deserialize.
     let engine = Runtime::engine().map_err(|e| anyhow!("{e:?}"))?;
