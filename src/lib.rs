@@ -35,14 +35,12 @@ mod wasi_http;
 
 pub use cache::{Cache, DEFAULT_MAX_ENTRIES};
 pub use client::Client;
-pub use config::{
-    BaseUrl, Config, EnvLookup, Purpose, VERDICT_SECTIONS, VerdictMap, default_base_url,
-};
+pub use config::{BaseUrl, Config, EnvLookup, Purpose, VerdictMap};
 pub use error::{Error, excerpt, kind as error_kind, parse_retry_after, status_error};
 pub use ip::{IANA_REGISTRY_AS_OF, IpError, SpecialBlock, parse_ip, special_block};
 pub use request::{HttpRequest, build_request, is_auth_header};
 pub use response::{CategoryWithZone, IpGeneralInfo, LicenseInfo, VerdictSections, parse_answer};
-pub use secrets::{REDACTED, Secrets};
+pub use secrets::Secrets;
 pub use text::{bounded, prefix};
 pub use transport::{HttpResponse, Limits, SendError, Ticket, Transport};
 pub use verdict::{SUSPICIOUS_SCORES, from_sections, soar_verdict};

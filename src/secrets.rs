@@ -52,11 +52,6 @@ impl Secrets {
         self.list.is_empty()
     }
 
-    /// Whether `text` holds any secret as it is.
-    pub fn found_in(&self, text: &str) -> bool {
-        self.list.iter().any(|s| text.contains(s.as_str()))
-    }
-
     /// `text` with every secret replaced by [`REDACTED`].
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);

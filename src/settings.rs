@@ -90,13 +90,6 @@ settings! {
         "How long an answer is reused by the same instance, in seconds (0: off)";
 }
 
-/// The setting of this name, environment variable or `wasi:config` key.
-pub fn find(name_env_or_key: &str) -> Option<&'static Setting> {
-    SETTINGS
-        .iter()
-        .find(|s| s.name == name_env_or_key || s.env == name_env_or_key || s.key == name_env_or_key)
-}
-
 /// The fields of a WIT `settings` record as text, by setting. The
 /// destructuring has no `..`: a field added to the WIT record does not
 /// compile until it is listed here (and so in [`SETTINGS`]).
@@ -227,8 +220,6 @@ mod tests {
             );
             assert_eq!(s.key, format!("tip_{snake}"), "{s:?}");
             assert!(!s.doc.is_empty() && !s.doc.contains('\n'), "{s:?}");
-            assert_eq!(find(s.env), Some(s));
-            assert_eq!(find(s.key), Some(s));
         }
         let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
         names.dedup();

@@ -15,12 +15,7 @@ const KEY: &str = "serve-secret-key-0a1b2c3d4e5f";
 
 /// The CLI's line for `ip` from the bundled recordings.
 fn cli_line(ip: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
-        .env_remove("TIP_API_KEY")
-        .args(["--quiet", ip])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&cli_raw(&[ip])).unwrap()
 }
 
 /// The CLI's raw line (its bytes) for `args`, from the bundled recordings.
