@@ -12,14 +12,27 @@ What it checks (each line of output says which):
                 wasmcloud) is made and its top-level imports and exports are read from
                 the binary (incoming-handler exported; outgoing-handler and exactly the
                 wasi:config/store version that engine serves imported; nothing else
-                unusual).
+                unusual; wasi:keyvalue, once the component imports it, at exactly the
+                version that engine serves, and only interfaces the engine serves and
+                the wadm link carries). The answer store: key_value_stores grants the
+                label the component opens (tip_store_bucket, else `default`).
+  runtime-config.toml
+                Spin runtime config (spin up --runtime-config-file): parses; fits
+                deploy/schemas/spin-runtime-config.subset.schema.json; every label of
+                key_value_stores is a Redis store, so every process shares it.
   spinapp.yaml  SpinApp + HorizontalPodAutoscaler: the variables are spin.toml's, the
                 required ones are set, the key comes from a Secret, the autoscaler targets
-                the SpinApp's Deployment, the image is the one deploy/README.md pushes.
+                the SpinApp's Deployment, the image is the one deploy/README.md pushes;
+                runtimeConfig.keyValueStores (the SpinApp CRD's fields) maps the same labels
+                to the same store types and options as runtime-config.toml, the Redis URL
+                from a Secret; every Secret key referenced is one deploy/README.md creates.
   wadm.yaml     wadm's own validation (the wadm-types crate, via deploy/wadm-check) when
                 --wadm-check BIN is given, and the JSON schema wadm-types derives (--wadm-schema
                 FILE); then: config keys are the service's settings, the key is in no file,
-                the http links are there, the image is the one deploy/README.md pushes.
+                the http links are there, the image is the one deploy/README.md pushes; the
+                wasi:keyvalue link carries store and atomics to the keyvalue-redis provider
+                (pinned version) with the Redis URL in its target config (inline, or a named
+                config deploy/README.md creates with wash config put).
 
 Exit status 0 when everything checked passed, 1 otherwise, 2 for usage errors.
 """
@@ -45,6 +58,8 @@ SPINAPP = DEPLOY / "spin" / "spinapp.yaml"
 WADM = DEPLOY / "wasmcloud" / "wadm.yaml"
 NOTES = DEPLOY / "README.md"
 SPIN_SCHEMA = DEPLOY / "schemas" / "spin-manifest-v2.subset.schema.json"
+SPIN_RUNTIME_CONFIG = DEPLOY / "spin" / "runtime-config.toml"
+SPIN_RUNTIME_SCHEMA = DEPLOY / "schemas" / "spin-runtime-config.subset.schema.json"
 
 SERVICE_PACKAGE = "tip-enrich-service"
 ARTIFACT = Path("target/wasm32-wasip2/component/tip_enrich_service.wasm")
@@ -57,6 +72,29 @@ SPIN_BUILD_ARGS = [*BUILD_ARGS, "--features", ENGINE_FEATURE["Spin 3"]]
 # wasi:config/store key tip_x, then from environment variable TIP_X.
 SETTINGS = ["tip_api_key", "tip_api", "tip_base_url", "tip_auth", "tip_timeout_ms"]
 KEY = "tip_api_key"
+
+# The answer store (wasi:keyvalue). The component opens the bucket its setting
+# tip_store_bucket names, else `default`, else the empty name; it uses
+# store (get/set/delete) and atomics (increment).
+STORE_SETTING = "tip_store_bucket"
+DEFAULT_BUCKET = "default"
+KEYVALUE_USED = {"store", "atomics"}
+# The wasi:keyvalue version and interfaces each engine serves, as their sources
+# say (not run here): Spin 3.0 to 3.6.3 link store, atomics and batch of
+# 0.2.0-draft2 (spin@3.6.3 crates/factor-key-value/src/lib.rs, wit/world.wit);
+# the wasmCloud 1.x host serves 0.2.0-draft's store, atomics and batch and
+# forwards them over the link to a provider (wasmCloud v1.9.2
+# crates/runtime/wit/host.wit, crates/runtime/src/component/keyvalue.rs).
+KEYVALUE_SERVED = {
+    "Spin 3": ("0.2.0-draft2", {"store", "atomics", "batch"}),
+    "wasmCloud 1": ("0.2.0-draft", {"store", "atomics", "batch"}),
+}
+# wasmCloud's Redis keyvalue provider: 0.30.0 is the newest release (tag
+# provider-keyvalue-redis-v0.30.0), the one wasmCloud v1.9.2's own examples run;
+# it takes the URL from the link's target config key `url` (any case).
+KEYVALUE_REDIS_IMAGE = "ghcr.io/wasmcloud/keyvalue-redis"
+KEYVALUE_REDIS_VERSION = "0.30.0"
+REDIS_URL = re.compile(r"^rediss?://[^/]")
 
 
 class Report:
@@ -122,13 +160,13 @@ def check_settings_names(r: Report, names: list[str], where: str) -> None:
     env = config_rs_env_names()
     unknown = [n for n in names if n.upper() not in env]
     r.check(not unknown, f"{where}: every setting is a TIP_* name src/settings.rs declares (unknown: {unknown or 'none'})")
-    r.check(set(names) <= set(SETTINGS), f"{where}: settings are among {SETTINGS}")
+    r.check(set(names) <= set(SETTINGS) | {STORE_SETTING}, f"{where}: settings are among {SETTINGS} (and {STORE_SETTING})")
 
 
 # ---------------------------------------------------------------- Spin
 
 
-def check_spin(r: Report, build: bool) -> dict:
+def check_spin(r: Report) -> dict:
     with SPIN_TOML.open("rb") as f:
         try:
             m = tomllib.load(f)
@@ -154,7 +192,7 @@ def check_spin(r: Report, build: bool) -> dict:
         where = f"spin.toml: component {cid}"
         cvars = c.get("variables", {})
         check_settings_names(r, list(cvars), where)
-        r.check(sorted(cvars) == sorted(SETTINGS), f"{where}: sets all of {SETTINGS}")
+        r.check(set(cvars) - {STORE_SETTING} == set(SETTINGS), f"{where}: sets all of {SETTINGS}")
         for name, value in cvars.items():
             refs = re.findall(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}", value)
             r.check(bool(refs) and all(x in app_vars for x in refs),
@@ -183,9 +221,68 @@ def check_spin(r: Report, build: bool) -> dict:
             resolved = (SPIN_TOML.parent / src).resolve()
             r.check(resolved == ROOT / ARTIFACT,
                     f"{where}: source {src} is the build's artifact {ARTIFACT} (relative to spin.toml)")
-            for engine in CONFIG_STORE_SERVED:
-                check_artifact(r, build, engine)
+
+        # The answer store: Spin lets a component open only the labels its
+        # key_value_stores lists (anything else: access-denied).
+        stores = c.get("key_value_stores", [])
+        label = opened_bucket(r, cvars, app_vars, where)
+        if label is not None:
+            r.check(label in stores, f"{where}: key_value_stores {stores} grants the store the component opens "
+                                     f"({label!r})")
     return m
+
+
+def opened_bucket(r: Report, settings: dict, app_vars: dict, where: str) -> str | None:
+    """The bucket the component opens first: the value of its tip_store_bucket
+    setting (a spin.toml component variable, resolved through the application
+    variable it refers to), `default` when that is unset or empty."""
+    value = settings.get(STORE_SETTING)
+    if value is None:
+        return DEFAULT_BUCKET
+    refs = re.findall(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}", value)
+    if refs:
+        var = app_vars.get(refs[0], {})
+        if "default" not in var:
+            r.warn(f"{where}: {STORE_SETTING} comes from a variable without a default; "
+                   f"its store label is not checked")
+            return None
+        value = re.sub(r"\{\{[^}]*\}\}", lambda _: var["default"], value)
+    return value or DEFAULT_BUCKET
+
+
+def spin_store_labels(spin: dict) -> list[str]:
+    return sorted({label for c in spin.get("component", {}).values() for label in c.get("key_value_stores", [])})
+
+
+def check_spin_runtime_config(r: Report, spin: dict) -> dict:
+    """deploy/spin/runtime-config.toml: every store label spin.toml grants is a
+    Redis store, so that every Spin process (and replica) shares it."""
+    if not r.check(SPIN_RUNTIME_CONFIG.is_file(), f"{rel(SPIN_RUNTIME_CONFIG)} exists"):
+        return {}
+    with SPIN_RUNTIME_CONFIG.open("rb") as f:
+        try:
+            rc = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            r.fail(f"runtime-config.toml: not TOML: {e}")
+            return {}
+    r.ok("runtime-config.toml: TOML")
+    schema = json.loads(SPIN_RUNTIME_SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(rc), key=lambda e: list(e.path))
+    for e in errors:
+        r.fail(f"runtime-config.toml: schema: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}")
+    if not errors:
+        r.ok(f"runtime-config.toml: fits {rel(SPIN_RUNTIME_SCHEMA)}")
+    stores = rc.get("key_value_store", {})
+    labels = spin_store_labels(spin)
+    r.check(bool(labels), f"spin.toml: a component has key_value_stores (the answer store; labels {labels})")
+    for label in labels:
+        r.check(stores.get(label, {}).get("type") == "redis",
+                f"runtime-config.toml: store {label!r} of spin.toml is a Redis store (shared by every process)")
+    unused = sorted(set(stores) - set(labels))
+    r.check(not unused, f"runtime-config.toml: configures only stores spin.toml grants (others: {unused or 'none'})")
+    r.check(f"--runtime-config-file {SPIN_RUNTIME_CONFIG.name}" in notes_text(),
+            f"runtime-config.toml: deploy/README.md runs spin up --runtime-config-file {SPIN_RUNTIME_CONFIG.name}")
+    return rc
 
 
 def workspace_has_service() -> bool | None:
@@ -200,9 +297,10 @@ def workspace_has_service() -> bool | None:
     return any(p["name"] == SERVICE_PACKAGE for p in json.loads(out)["packages"])
 
 
-def check_artifact(r: Report, build: bool, engine: str) -> None:
+def check_artifact(r: Report, build: bool, engine: str, linked: set[str] | None) -> None:
     """With --build: build the service component for `engine` as deploy/README.md
-    says and look inside it."""
+    says and look inside it. `linked`: for wasmCloud, the wasi:keyvalue
+    interfaces the wadm link carries."""
     args = [*BUILD_ARGS, "--features", ENGINE_FEATURE[engine]]
     if not build:
         r.skip(f"artifact {ARTIFACT} for {engine}: not built (run with --build)")
@@ -237,14 +335,39 @@ def check_artifact(r: Report, build: bool, engine: str) -> None:
     config = [i for i in imports if i.startswith("wasi:config/store@")]
     r.check(config == [served], f"artifact: the {engine} build imports {served}, which {engine} serves "
                                 f"(imports {config})")
+    check_keyvalue_imports(r, engine, imports, linked)
     odd = [i for i in imports if not i.startswith(HOST_PROVIDED)]
-    r.check(not odd, f"artifact: imports nothing beyond wasi:io, clocks, cli, random, http, config/store "
+    r.check(not odd, f"artifact: imports nothing beyond wasi:io, clocks, cli, random, http, config/store, keyvalue "
                      f"({len(imports)} imports; others: {odd or 'none'})")
+
+
+def check_keyvalue_imports(r: Report, engine: str, imports: list[str], linked: set[str] | None) -> None:
+    """The wasi:keyvalue imports of the `engine` build: exactly the version that
+    engine serves (pre-releases link only at the exact version), interfaces it
+    serves, and on wasmCloud only interfaces the wadm link carries (the host
+    accepts any bucket name and fails the call at the first use of an interface
+    without a link). Tolerant while the component does not import it yet."""
+    kv = [i for i in imports if i.startswith("wasi:keyvalue/")]
+    if not kv:
+        r.skip(f"artifact: the {engine} build does not import wasi:keyvalue yet (the answer store); "
+               f"its keyvalue checks wait for it")
+        return
+    version, served = KEYVALUE_SERVED[engine]
+    names = {i.split("/", 1)[1].split("@", 1)[0] for i in kv}
+    versions = sorted({i.split("@", 1)[1] if "@" in i else "" for i in kv})
+    r.check(versions == [version], f"artifact: the {engine} build imports wasi:keyvalue@{version}, which {engine} "
+                                   f"serves (imports {sorted(kv)})")
+    r.check(names <= served, f"artifact: the {engine} build imports only wasi:keyvalue interfaces {engine} serves "
+                             f"({sorted(served)}; imports {sorted(names)})")
+    r.check(KEYVALUE_USED <= names, f"artifact: the {engine} build imports wasi:keyvalue {sorted(KEYVALUE_USED)}")
+    if linked is not None:
+        r.check(names <= linked, f"artifact: wadm.yaml's wasi:keyvalue link carries every interface the {engine} "
+                                 f"build imports ({sorted(names)}; link: {sorted(linked)})")
 
 
 # Interfaces both engines' hosts provide to an HTTP component.
 HOST_PROVIDED = ("wasi:io/", "wasi:clocks/", "wasi:cli/", "wasi:random/", "wasi:http/",
-                 "wasi:config/store@")
+                 "wasi:config/store@", "wasi:keyvalue/")
 # The wasi:config/store version each engine serves, as their sources say (not
 # run here): the world WIT of Spin 3.5 (spin@3.5.0), and wasmCloud 1.x's host
 # since its WASI 0.2.2 update. (wasmtime-wasi-config 48, behind host-harness's
@@ -321,7 +444,73 @@ def component_imports_exports(data: bytes) -> tuple[list[str], list[str]]:
     return imports, exports
 
 
-def check_spinapp(r: Report, spin: dict) -> None:
+def readme_secrets() -> dict[str, set[str]]:
+    """The Secrets deploy/README.md creates: name -> the keys of its
+    `kubectl create secret generic NAME --from-literal=KEY=...` command."""
+    text = re.sub(r"\\\n\s*", " ", notes_text())
+    out: dict[str, set[str]] = {}
+    for m in re.finditer(r"kubectl create secret generic ([a-z0-9.-]+)([^\n]*)", text):
+        out.setdefault(m.group(1), set()).update(re.findall(r"--from-literal=([A-Za-z0-9._-]+)=", m.group(2)))
+    return out
+
+
+def secret_refs(node) -> list[dict]:
+    """Every secretKeyRef in a parsed YAML tree."""
+    if isinstance(node, dict):
+        found = [node["secretKeyRef"]] if isinstance(node.get("secretKeyRef"), dict) else []
+        return found + [x for v in node.values() for x in secret_refs(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in secret_refs(v)]
+    return []
+
+
+# SpinApp v1alpha1 runtimeConfig (spin-operator v0.6.1,
+# api/v1alpha1/spinapp_types.go and config/crd/bases/core.spinkube.dev_spinapps.yaml):
+# the operator renders each keyValueStores entry as [key_value_store.<name>]
+# with `type` and one key per option (internal/runtimeconfig/types.go).
+RUNTIME_CONFIG_FIELDS = {"loadFromSecret", "sqliteDatabases", "keyValueStores", "llmCompute"}
+KV_STORE_FIELDS = {"name", "type", "options"}
+OPTION_FIELDS = {"name", "value", "valueFrom"}
+
+
+def check_spinapp_store(r: Report, spec: dict, spin: dict, rc: dict) -> None:
+    """The SpinApp's runtimeConfig gives the pods the stores runtime-config.toml
+    gives `spin up`: same labels, same types, same option names."""
+    rcfg = spec.get("runtimeConfig")
+    labels = spin_store_labels(spin)
+    if not r.check(isinstance(rcfg, dict), "spinapp.yaml: runtimeConfig is set (the answer store)"):
+        return
+    r.check(set(rcfg) <= RUNTIME_CONFIG_FIELDS,
+            f"spinapp.yaml: runtimeConfig keys are SpinApp fields (unknown: {sorted(set(rcfg) - RUNTIME_CONFIG_FIELDS) or 'none'})")
+    r.check("loadFromSecret" not in rcfg,
+            "spinapp.yaml: no runtimeConfig.loadFromSecret (with it the operator ignores keyValueStores)")
+    entries = rcfg.get("keyValueStores") or []
+    names = [e.get("name") for e in entries]
+    r.check(sorted(names) == labels and len(set(names)) == len(names),
+            f"spinapp.yaml: runtimeConfig.keyValueStores names each of spin.toml's store labels {labels} once ({names})")
+    want = rc.get("key_value_store", {})
+    for e in entries:
+        name = e.get("name")
+        where = f"spinapp.yaml: key-value store {name!r}"
+        r.check(set(e) <= KV_STORE_FIELDS and "type" in e,
+                f"{where}: has name, type and options only (keys: {sorted(e)})")
+        r.check(e.get("type") == want.get(name, {}).get("type") == "redis",
+                f"{where}: type redis, as in runtime-config.toml")
+        opts = e.get("options") or []
+        for o in opts:
+            r.check(set(o) <= OPTION_FIELDS and "name" in o and (("value" in o) != ("valueFrom" in o)),
+                    f"{where}: option {o.get('name')!r} has a name and exactly one of value/valueFrom")
+        onames = sorted(o.get("name") for o in opts)
+        wnames = sorted(set(want.get(name, {})) - {"type"})
+        r.check(onames == wnames, f"{where}: options {onames} are runtime-config.toml's keys {wnames}")
+        url = next((o for o in opts if o.get("name") == "url"), {})
+        r.check("secretKeyRef" in url.get("valueFrom", {}),
+                f"{where}: the Redis URL comes from a Secret (it may hold a password)")
+        if "value" in url:
+            r.check(bool(REDIS_URL.match(url["value"])), f"{where}: url is a redis:// or rediss:// URL")
+
+
+def check_spinapp(r: Report, spin: dict, rc: dict) -> None:
     docs = [d for d in yaml.safe_load_all(SPINAPP.read_text()) if d]
     by_kind = {d.get("kind"): d for d in docs}
     app, hpa = by_kind.get("SpinApp"), by_kind.get("HorizontalPodAutoscaler")
@@ -348,6 +537,12 @@ def check_spinapp(r: Report, spin: dict) -> None:
     for probe in ("readiness", "liveness"):
         path = spec.get("checks", {}).get(probe, {}).get("httpGet", {}).get("path")
         r.check(path == "/healthz", f"spinapp.yaml: {probe} probe is GET /healthz")
+    check_spinapp_store(r, spec, spin, rc)
+    made = readme_secrets()
+    for ref in secret_refs(spec):
+        r.check(ref.get("key") in made.get(ref.get("name"), set()),
+                f"spinapp.yaml: Secret {ref.get('name')} key {ref.get('key')} is created by deploy/README.md's "
+                f"kubectl create secret generic")
     image = spec.get("image", "")
     r.check(f"spin registry push {image}" in notes_text(),
             f"spinapp.yaml: image {image} is what deploy/README.md pushes with spin registry push")
@@ -364,7 +559,8 @@ def check_spinapp(r: Report, spin: dict) -> None:
 # ---------------------------------------------------------------- wasmCloud
 
 
-def check_wadm(r: Report, wadm_check: str | None, wadm_schema: str | None) -> None:
+def check_wadm(r: Report, wadm_check: str | None, wadm_schema: str | None) -> set[str] | None:
+    """Returns the wasi:keyvalue interfaces the component's link carries."""
     if wadm_check:
         res = subprocess.run([wadm_check, "validate", str(WADM)], capture_output=True, text=True)
         for line in (res.stdout + res.stderr).strip().splitlines():
@@ -386,7 +582,7 @@ def check_wadm(r: Report, wadm_check: str | None, wadm_schema: str | None) -> No
     comps = {c["name"]: c for c in m["spec"]["components"]}
     mine = [c for c in comps.values() if c.get("type") == "component"]
     if not r.check(len(mine) == 1, "wadm.yaml: one wasm component"):
-        return
+        return None
     c = mine[0]
     props = c["properties"]
     keys: list[str] = []
@@ -401,7 +597,7 @@ def check_wadm(r: Report, wadm_check: str | None, wadm_schema: str | None) -> No
     notes = notes_text()
     r.check(any(f"wash config put {n} {KEY}=" in notes for n in external),
             f"wadm.yaml: the key's config {external} is created out of band by deploy/README.md's wash config put")
-    r.check(set(keys) | {KEY} == set(SETTINGS), f"wadm.yaml: every setting of {SETTINGS} has its place")
+    r.check(set(keys) - {STORE_SETTING} | {KEY} == set(SETTINGS), f"wadm.yaml: every setting of {SETTINGS} has its place")
 
     def links(comp: dict) -> list[dict]:
         return [t["properties"] for t in comp.get("traits") or [] if t["type"] == "link"]
@@ -419,6 +615,50 @@ def check_wadm(r: Report, wadm_check: str | None, wadm_schema: str | None) -> No
     image = props.get("image", "")
     r.check(f"wash push {image} {ARTIFACT}" in notes,
             f"wadm.yaml: image {image} is what deploy/README.md pushes from {ARTIFACT}")
+    return check_wadm_store(r, comps, links(c), notes)
+
+
+def check_wadm_store(r: Report, comps: dict, component_links: list[dict], notes: str) -> set[str] | None:
+    """The answer store on wasmCloud: a wasi:keyvalue link from the component
+    to the keyvalue-redis provider, the Redis URL in the link's target config."""
+    kv = [l for l in component_links if (l.get("namespace"), l.get("package")) == ("wasi", "keyvalue")]
+    if not r.check(len(kv) == 1, "wadm.yaml: the component has one wasi:keyvalue link (the answer store)"):
+        return None
+    link = kv[0]
+    interfaces = set(link.get("interfaces", []))
+    served = KEYVALUE_SERVED["wasmCloud 1"][1]
+    r.check(KEYVALUE_USED <= interfaces <= served,
+            f"wadm.yaml: the keyvalue link carries {sorted(KEYVALUE_USED)} (and at most {sorted(served)}): "
+            f"{sorted(interfaces)}")
+    # The component cannot pick a link name: it uses the link named `default`.
+    r.check(link.get("name", "default") == "default", "wadm.yaml: the keyvalue link is the default-named link")
+    target = link.get("target", {})
+    provider = comps.get(target.get("name"), {})
+    image = provider.get("properties", {}).get("image", "")
+    r.check(provider.get("type") == "capability" and image == f"{KEYVALUE_REDIS_IMAGE}:{KEYVALUE_REDIS_VERSION}",
+            f"wadm.yaml: the keyvalue link targets the keyvalue-redis provider {KEYVALUE_REDIS_VERSION} ({image})")
+    # keyvalue-redis 0.30.0 reads a link's URL from its target config, any
+    # case of `url` (crates/provider-keyvalue-redis/src/lib.rs,
+    # receive_link_config_as_target); a URL given only as a link secret is not
+    # read, and the provider's default connection (127.0.0.1) is used instead.
+    urls = []
+    for cfg in target.get("config", []):
+        if cfg.get("properties") is None:
+            put = {k.lower() for k in re.findall(rf"wash config put {re.escape(cfg['name'])} (\w+)=", notes)}
+            r.check(bool(put), f"wadm.yaml: keyvalue link config {cfg['name']} is created out of band by "
+                               f"deploy/README.md's wash config put")
+            urls += [(f"{cfg['name']} (out of band)", None) for k in put if k == "url"]
+        else:
+            urls += [(cfg["name"], v) for k, v in cfg["properties"].items() if k.lower() == "url"]
+    r.check(len(urls) == 1, f"wadm.yaml: the keyvalue link's target config sets the Redis url once "
+                            f"({[u[0] for u in urls]})")
+    for name, value in urls:
+        if value is not None:
+            r.check(isinstance(value, str) and bool(REDIS_URL.match(value)),
+                    f"wadm.yaml: config {name}: url is a redis:// or rediss:// URL")
+    secret_urls = [s.get("name") for s in target.get("secrets", []) if s.get("name", "").lower() == "url"]
+    r.check(not secret_urls, "wadm.yaml: the Redis URL is not a link secret (keyvalue-redis 0.30.0 does not read it)")
+    return interfaces
 
 
 def main() -> int:
@@ -428,9 +668,12 @@ def main() -> int:
     ap.add_argument("--wadm-schema", metavar="FILE", help="output of `wadm-check schema`")
     args = ap.parse_args()
     r = Report()
-    spin = check_spin(r, args.build)
-    check_spinapp(r, spin)
-    check_wadm(r, args.wadm_check, args.wadm_schema)
+    spin = check_spin(r)
+    rc = check_spin_runtime_config(r, spin)
+    check_spinapp(r, spin, rc)
+    linked = check_wadm(r, args.wadm_check, args.wadm_schema)
+    for engine in CONFIG_STORE_SERVED:
+        check_artifact(r, args.build, engine, linked if engine == "wasmCloud 1" else None)
     if r.warnings:
         print(f"deploy: {r.warnings} warnings (WARN lines above)")
     print(f"deploy: {r.passed} passed, {r.failures} failed, {r.skipped} skipped")
