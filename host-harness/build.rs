@@ -41,6 +41,8 @@ fn main() {
     for path in [
         "../src",
         "../component",
+        "../component-cached",
+        "../keyvalue",
         "../service",
         "../wit",
         "../Cargo.toml",
@@ -76,9 +78,15 @@ struct Guest {
 }
 
 const GUESTS: &[Guest] = &[
+    // What the CLI runs (world enricher-cached).
+    Guest {
+        package: "tip-enrich-component-cached",
+        env: "TIP_ENRICH_COMPONENT_PATH",
+    },
+    // World enricher, for hosts without wasi:keyvalue (jco, wasmtime run).
     Guest {
         package: "tip-enrich-component",
-        env: "TIP_ENRICH_COMPONENT_PATH",
+        env: "TIP_ENRICH_PLAIN_COMPONENT_PATH",
     },
     Guest {
         package: "tip-enrich-service",

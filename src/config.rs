@@ -157,8 +157,16 @@ pub struct Config {
     pub deadline_ms: u32,
     /// Longest Retry-After honoured, ms.
     pub retry_after_cap_ms: u32,
-    /// Cache TTL, s (0: off).
+    /// How long a found answer is kept, s (0: none).
     pub cache_ttl_secs: u32,
+    /// How long a 404 answer is kept, s (0: none).
+    pub cache_not_found_ttl_secs: u32,
+    /// Quota cool-down, s.
+    pub quota_cooldown_secs: u32,
+    /// Lease of a lookup on its address, ms (at least 1).
+    pub cache_lease_ms: u32,
+    /// The `wasi:keyvalue` bucket, when one is named.
+    pub store_bucket: Option<String>,
     /// The secrets of `api_key`, made once when resolved.
     secrets: Secrets,
 }
@@ -382,6 +390,10 @@ impl Config {
         let deadline_ms = required(&s::DEADLINE_MS)?.max(1);
         let retry_after_cap_ms = required(&s::RETRY_AFTER_CAP_MS)?;
         let cache_ttl_secs = required(&s::CACHE_TTL_SECS)?;
+        let cache_not_found_ttl_secs = required(&s::CACHE_NOT_FOUND_TTL_SECS)?;
+        let quota_cooldown_secs = required(&s::QUOTA_COOLDOWN_SECS)?;
+        let cache_lease_ms = required(&s::CACHE_LEASE_MS)?.max(1);
+        let store_bucket = text(&s::STORE_BUCKET);
 
         let secrets = Secrets::of_key(api_key.as_deref());
         Ok(Config {
@@ -391,6 +403,10 @@ impl Config {
             deadline_ms,
             retry_after_cap_ms,
             cache_ttl_secs,
+            cache_not_found_ttl_secs,
+            quota_cooldown_secs,
+            cache_lease_ms,
+            store_bucket,
             api,
             base_url,
             auth,

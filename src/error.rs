@@ -55,6 +55,9 @@ pub enum Error {
         /// A short excerpt of the body.
         excerpt: String,
     },
+    /// The quota ran out earlier (the answer store's record): nothing sent.
+    #[error("{0}")]
+    QuotaCooldown(String),
     /// A timeout fired.
     #[error("{0}")]
     Timeout(String),
@@ -100,7 +103,9 @@ impl Error {
             Error::InvalidIp(_) => EnrichError::InvalidIp(message),
             Error::BadRequest { .. } => EnrichError::BadRequest(message),
             Error::Unauthorized { .. } => EnrichError::Unauthorized(message),
-            Error::QuotaExceeded { .. } => EnrichError::QuotaExceeded(message),
+            Error::QuotaExceeded { .. } | Error::QuotaCooldown(_) => {
+                EnrichError::QuotaExceeded(message)
+            }
             Error::RateLimited {
                 retry_after_secs, ..
             } => EnrichError::RateLimited(RateLimit {

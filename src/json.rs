@@ -29,7 +29,7 @@ pub const PROVIDER: &str = "Kaspersky Threat Intelligence Portal";
 pub const MAX_ECHO_CHARS: usize = 128;
 
 /// The fields of a native verdict line, in their order (README, "Output").
-pub const VERDICT_FIELDS: [&str; 18] = [
+pub const VERDICT_FIELDS: [&str; 19] = [
     "ip",
     "zone",
     "threat_score",
@@ -39,6 +39,7 @@ pub const VERDICT_FIELDS: [&str; 18] = [
     "verdict",
     "found",
     "source",
+    "fetched_at",
     "status",
     "country_code",
     "categories",
@@ -84,6 +85,7 @@ pub fn source_name(s: VerdictSource) -> &'static str {
     match s {
         VerdictSource::Api => "api",
         VerdictSource::Local => "local",
+        VerdictSource::Cache => "cache",
     }
 }
 
@@ -126,6 +128,7 @@ pub struct VerdictLine<'a> {
     verdict: &'static str,
     found: bool,
     source: &'static str,
+    fetched_at: Option<&'a str>,
     status: Option<&'static str>,
     country_code: Option<&'a str>,
     categories: &'a [String],
@@ -154,6 +157,7 @@ pub fn verdict_line(v: &Verdict) -> VerdictLine<'_> {
         verdict: verdict_name(v.verdict),
         found: v.found,
         source: source_name(v.source),
+        fetched_at: v.fetched_at.as_deref(),
         status: v.status.map(status_name),
         country_code: v.country_code.as_deref(),
         categories: &v.categories,
@@ -376,6 +380,7 @@ struct KasperskyTip<'a> {
     status: Option<&'static str>,
     categories: &'a [String],
     source: &'static str,
+    fetched_at: Option<&'a str>,
     reserved_block: Option<&'a str>,
 }
 
@@ -446,6 +451,7 @@ pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVer
                 status: v.status.map(status_name),
                 categories: &v.categories,
                 source: source_name(v.source),
+                fetched_at: v.fetched_at.as_deref(),
                 reserved_block: v.reserved_block.as_deref(),
             },
         },
@@ -606,6 +612,7 @@ mod tests {
                 day_quota: Some(2000),
             }),
             source: VerdictSource::Api,
+            fetched_at: None,
             reserved_block: None,
         }
     }

@@ -14,8 +14,8 @@
 
 #![deny(missing_docs)]
 
+mod answers;
 pub mod bindings;
-mod cache;
 mod client;
 mod config;
 mod error;
@@ -33,7 +33,10 @@ mod verdict;
 #[cfg(target_arch = "wasm32")]
 mod wasi_http;
 
-pub use cache::{Cache, DEFAULT_MAX_ENTRIES};
+pub use answers::{
+    ANSWER_PREFIX, DEFAULT_MAX_ENTRIES, KEY_PREFIX, KeyValue, LEASE_PREFIX, MemoryKv, PROBE_PREFIX,
+    QUOTA_PREFIX, StoreError, entry_times, quota_entry, utc_timestamp,
+};
 pub use client::Client;
 pub use config::{BaseUrl, Config, EnvLookup, Purpose, VerdictMap};
 pub use error::{Error, excerpt, kind as error_kind, parse_retry_after, status_error};

@@ -33,6 +33,10 @@ pub enum Next {
     StopQuota,
 }
 
+/// The excerpt of the quota error of a lookup never sent because the quota
+/// ran out earlier in its batch.
+pub const NOT_SENT: &str = "not sent: the quota ran out earlier in this batch";
+
 /// Whether a status is worth another attempt.
 pub fn retryable_status(status: u16) -> bool {
     status == 429 || (500..=599).contains(&status)
@@ -83,7 +87,7 @@ pub fn run(
                     job.done = true;
                     remaining -= 1;
                     let error = Error::QuotaExceeded {
-                        excerpt: "not sent: the quota ran out earlier in this batch".into(),
+                        excerpt: NOT_SENT.into(),
                     };
                     on_final(index, Err(error));
                 }

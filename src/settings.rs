@@ -86,14 +86,22 @@ settings! {
         "Limit of one lookup with all its retries, in ms";
     RETRY_AFTER_CAP_MS: "retry-after-cap-ms", "TIP_RETRY_AFTER_CAP_MS", "tip_retry_after_cap_ms", wit: true, default: Some("30000"), "MS",
         "Longest Retry-After waited for, in ms; a longer one ends the lookup as rate-limited";
-    CACHE_TTL_SECS: "cache-ttl-secs", "TIP_CACHE_TTL_SECS", "tip_cache_ttl_secs", wit: true, default: Some("600"), "SECS",
-        "How long an answer is reused by the same instance, in seconds (0: off)";
+    CACHE_TTL_SECS: "cache-ttl-secs", "TIP_CACHE_TTL_SECS", "tip_cache_ttl_secs", wit: true, default: Some("86400"), "SECS",
+        "How long a found answer is kept in the answer store, in seconds (0: none)";
+    CACHE_NOT_FOUND_TTL_SECS: "cache-not-found-ttl-secs", "TIP_CACHE_NOT_FOUND_TTL_SECS", "tip_cache_not_found_ttl_secs", wit: true, default: Some("21600"), "SECS",
+        "How long a 404 (not found) answer is kept, in seconds (0: none)";
+    QUOTA_COOLDOWN_SECS: "quota-cooldown-secs", "TIP_QUOTA_COOLDOWN_SECS", "tip_quota_cooldown_secs", wit: true, default: Some("900"), "SECS",
+        "After the quota ran out, how long every lookup with the same key sends nothing before one request probes, in seconds";
+    CACHE_LEASE_MS: "cache-lease-ms", "TIP_CACHE_LEASE_MS", "tip_cache_lease_ms", wit: true, default: Some("10000"), "MS",
+        "How long a lookup holds an address while it asks the API; equal lookups meanwhile wait for its answer, in ms";
+    STORE_BUCKET: "store-bucket", "TIP_STORE_BUCKET", "tip_store_bucket", wit: false, default: None, "NAME",
+        "The wasi:keyvalue bucket of the answer store (default: `default`, then the empty name; `off`: none, answers kept per instance)";
 }
 
 /// The fields of a WIT `settings` record as text, by setting. The
 /// destructuring has no `..`: a field added to the WIT record does not
 /// compile until it is listed here (and so in [`SETTINGS`]).
-pub(crate) fn wit_fields(s: &Settings) -> [(&'static Setting, Option<String>); 17] {
+pub(crate) fn wit_fields(s: &Settings) -> [(&'static Setting, Option<String>); 20] {
     let Settings {
         api,
         base_url,
@@ -112,6 +120,9 @@ pub(crate) fn wit_fields(s: &Settings) -> [(&'static Setting, Option<String>); 1
         deadline_ms,
         retry_after_cap_ms,
         cache_ttl_secs,
+        cache_not_found_ttl_secs,
+        quota_cooldown_secs,
+        cache_lease_ms,
     } = s;
     let n = |v: &Option<u32>| v.map(|v| v.to_string());
     [
@@ -141,6 +152,9 @@ pub(crate) fn wit_fields(s: &Settings) -> [(&'static Setting, Option<String>); 1
         (&DEADLINE_MS, n(deadline_ms)),
         (&RETRY_AFTER_CAP_MS, n(retry_after_cap_ms)),
         (&CACHE_TTL_SECS, n(cache_ttl_secs)),
+        (&CACHE_NOT_FOUND_TTL_SECS, n(cache_not_found_ttl_secs)),
+        (&QUOTA_COOLDOWN_SECS, n(quota_cooldown_secs)),
+        (&CACHE_LEASE_MS, n(cache_lease_ms)),
     ]
 }
 
@@ -164,6 +178,9 @@ pub fn empty() -> Settings {
         deadline_ms: None,
         retry_after_cap_ms: None,
         cache_ttl_secs: None,
+        cache_not_found_ttl_secs: None,
+        quota_cooldown_secs: None,
+        cache_lease_ms: None,
     }
 }
 

@@ -99,6 +99,10 @@ pub trait Transport {
     fn now_ms(&mut self) -> u64;
     /// Wall clock, Unix seconds, for `Retry-After` dates.
     fn now_unix_secs(&mut self) -> Option<u64>;
+    /// Wall clock, Unix milliseconds, for the answer store's dates.
+    fn now_unix_ms(&mut self) -> Option<u64> {
+        self.now_unix_secs().map(|s| s.saturating_mul(1000))
+    }
     /// Randomness for backoff jitter.
     fn random_u64(&mut self) -> u64;
 }

@@ -68,6 +68,7 @@ pub fn from_sections(ip: IpAddr, sections: &VerdictSections, map: &VerdictMap) -
         first_seen: general.and_then(|g| g.first_seen.clone()),
         quota,
         source: VerdictSource::Api,
+        fetched_at: None,
         reserved_block: None,
     }
 }
@@ -89,6 +90,7 @@ fn empty(ip: IpAddr, map: &VerdictMap, status: IpStatus, source: VerdictSource) 
         first_seen: None,
         quota: None,
         source,
+        fetched_at: None,
         reserved_block: None,
     }
 }

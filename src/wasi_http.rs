@@ -18,7 +18,7 @@ use wasi::http::types::{
 use wasi::io::poll::{Pollable, poll};
 use wasi::io::streams::{InputStream, StreamError};
 
-use crate::cache::{Cache, DEFAULT_MAX_ENTRIES};
+use crate::answers::{DEFAULT_MAX_ENTRIES, KeyValue, MemoryKv};
 use crate::client::Client;
 use crate::config::EnvLookup;
 use crate::error::Error;
@@ -35,17 +35,26 @@ pub fn environment() -> Vec<(String, String)> {
 }
 
 thread_local! {
-    /// The instance's verdict cache: it lives as long as the instance. Hosts
-    /// that make an instance per request start each with an empty one.
-    static CACHE: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::new(DEFAULT_MAX_ENTRIES));
+    /// The instance's own answer store, for instances without a
+    /// `wasi:keyvalue` bucket: it lives as long as the instance. Hosts that
+    /// make an instance per request start each with an empty one.
+    static MEMORY: std::cell::RefCell<MemoryKv> = std::cell::RefCell::new(MemoryKv::new(DEFAULT_MAX_ENTRIES));
 }
 
 /// Runs `f` with a [`Client`] over wasi-http, reading unset settings from
-/// `env`, with the instance's cache (none if it is in use: calls do not nest).
-pub fn with_client<R>(env: EnvLookup<'_>, f: impl FnOnce(&mut Client<'_>) -> R) -> R {
+/// `env`, keeping answers in `store` (a `wasi:keyvalue` bucket), else in the
+/// instance's memory (none if it is in use: calls do not nest).
+pub fn with_client<R>(
+    env: EnvLookup<'_>,
+    store: Option<&mut dyn KeyValue>,
+    f: impl FnOnce(&mut Client<'_>) -> R,
+) -> R {
     let mut transport = WasiHttp::default();
-    CACHE.with(|cache| match cache.try_borrow_mut() {
-        Ok(mut cache) => f(&mut Client::new(&mut transport, env).with_cache(&mut cache)),
+    if let Some(store) = store {
+        return f(&mut Client::new(&mut transport, env).with_store(store));
+    }
+    MEMORY.with(|memory| match memory.try_borrow_mut() {
+        Ok(mut memory) => f(&mut Client::new(&mut transport, env).with_store(&mut *memory)),
         Err(_) => f(&mut Client::new(&mut transport, env)),
     })
 }
@@ -453,6 +462,15 @@ impl Transport for WasiHttp {
 
     fn now_unix_secs(&mut self) -> Option<u64> {
         Some(wasi::clocks::wall_clock::now().seconds)
+    }
+
+    fn now_unix_ms(&mut self) -> Option<u64> {
+        let now = wasi::clocks::wall_clock::now();
+        Some(
+            now.seconds
+                .saturating_mul(1000)
+                .saturating_add(u64::from(now.nanoseconds / 1_000_000)),
+        )
     }
 
     fn random_u64(&mut self) -> u64 {

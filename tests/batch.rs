@@ -18,7 +18,7 @@ mod expect;
 mod fake;
 
 use fake::{Fake, response};
-use tip_enrich::Cache;
+use tip_enrich::MemoryKv;
 use tip_enrich::bindings::{EnrichError, Settings, SoarVerdict, Zone};
 use tip_enrich::settings::empty as empty_settings;
 use tip_enrich::{Client, HttpResponse, SendError};
@@ -341,7 +341,7 @@ fn an_exhausted_licence_stops_the_batch() {
 
 #[test]
 fn the_cache_serves_repeats_and_never_keeps_errors() {
-    let mut cache = Cache::new(100);
+    let mut cache = MemoryKv::new(100);
     let mut t = Fake::responding(|r, _| {
         Ok(if r.url().contains("9.9.9.9") {
             response(429, "")
@@ -356,11 +356,11 @@ fn the_cache_serves_repeats_and_never_keeps_errors() {
     s.retries = Some(0);
     for _ in 0..3 {
         Client::new(&mut t, &env)
-            .with_cache(&mut cache)
+            .with_store(&mut cache)
             .enrich("8.8.8.8", &s)
             .unwrap();
         Client::new(&mut t, &env)
-            .with_cache(&mut cache)
+            .with_store(&mut cache)
             .enrich("9.9.9.9", &s)
             .unwrap_err();
     }
@@ -379,7 +379,7 @@ fn the_cache_serves_repeats_and_never_keeps_errors() {
         verdict: SoarVerdict::Benign,
     }]);
     let v = Client::new(&mut t, &env)
-        .with_cache(&mut cache)
+        .with_store(&mut cache)
         .enrich("8.8.8.8", &mapped)
         .unwrap();
     assert_eq!((v.verdict, sent(&t, "8.8.8.8")), (SoarVerdict::Benign, 1));
@@ -388,13 +388,13 @@ fn the_cache_serves_repeats_and_never_keeps_errors() {
     let mut other = s.clone();
     other.sections = Some(vec!["Zone".into()]);
     Client::new(&mut t, &env)
-        .with_cache(&mut cache)
+        .with_store(&mut cache)
         .enrich("8.8.8.8", &other)
         .unwrap();
     assert_eq!(sent(&t, "8.8.8.8"), 2);
-    t.clock_ms += 600_001;
+    t.clock_ms += 86_400_001;
     Client::new(&mut t, &env)
-        .with_cache(&mut cache)
+        .with_store(&mut cache)
         .enrich("8.8.8.8", &s)
         .unwrap();
     assert_eq!(sent(&t, "8.8.8.8"), 3, "expired");
@@ -402,11 +402,11 @@ fn the_cache_serves_repeats_and_never_keeps_errors() {
     let mut off = s.clone();
     off.cache_ttl_secs = Some(0);
     Client::new(&mut t, &env)
-        .with_cache(&mut cache)
+        .with_store(&mut cache)
         .enrich("1.0.0.1", &off)
         .unwrap();
     Client::new(&mut t, &env)
-        .with_cache(&mut cache)
+        .with_store(&mut cache)
         .enrich("1.0.0.1", &off)
         .unwrap();
     assert_eq!(sent(&t, "1.0.0.1"), 2, "ttl 0 turns the cache off");

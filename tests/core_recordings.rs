@@ -72,6 +72,7 @@ fn observe(v: &Verdict) -> Observed {
         source: match v.source {
             VerdictSource::Api => "api",
             VerdictSource::Local => "local",
+            VerdictSource::Cache => "cache",
         }
         .into(),
         ..Observed::default()

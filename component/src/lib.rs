@@ -3,8 +3,9 @@
 //!
 //! The whole crate is the `Guest` impl: each export reads the environment once
 //! and runs the core's `Client` through `tip_enrich::with_client` (the wasi-http
-//! transport and the instance's cache), then the core's generated `export!`
-//! macro. Natively it is empty, so the workspace builds and tests on the host.
+//! transport, answers kept in the instance's memory), then the core's
+//! generated `export!` macro. `component-cached/` is the same with a
+//! `wasi:keyvalue` answer store. Natively it is empty, so the workspace builds and tests on the host.
 //! The no-panic lints come from `[workspace.lints]` (root `Cargo.toml`).
 
 #[cfg(target_arch = "wasm32")]
@@ -28,15 +29,15 @@ mod component {
     impl Guest for Component {
         fn enrich(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
             let env = environment();
-            with_client(&env_lookup(&env), |c| c.enrich(&ip, &settings))
+            with_client(&env_lookup(&env), None, |c| c.enrich(&ip, &settings))
         }
         fn enrich_batch(ips: Vec<String>, settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
             let env = environment();
-            with_client(&env_lookup(&env), |c| c.enrich_batch(&ips, &settings))
+            with_client(&env_lookup(&env), None, |c| c.enrich_batch(&ips, &settings))
         }
         fn lookup(ip: String, settings: Settings) -> Result<Report, EnrichError> {
             let env = environment();
-            with_client(&env_lookup(&env), |c| c.lookup(&ip, &settings))
+            with_client(&env_lookup(&env), None, |c| c.lookup(&ip, &settings))
         }
     }
 

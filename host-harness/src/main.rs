@@ -14,12 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
+use host_harness::keyvalue::KvCtx;
 use host_harness::output::{Shape, error_line, report_line, trap_line, verdict_line};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
     EnrichError, InstanceOptions, Runner, Runtime, Verdict, empty_settings,
 };
 use host_harness::serve::{SERVICE_COMPONENT, ServeOptions, Service};
+use host_harness::store::{self, Guarded, StoreOptions, StoreSpec};
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
 use indicatif::{ProgressBar, ProgressStyle};
 use tip_enrich::settings::{self, SETTINGS, Setting};
@@ -46,6 +48,63 @@ enum Command {
     /// with the same egress rules as a lookup: only the base URL's host, or the
     /// recordings with --replay.
     Serve(ServeArgs),
+    /// Look into or empty the answer store (--cache / TIP_ENRICH_CACHE).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheAction {
+    /// Entries, bytes, the oldest entry and the quota state, as one JSON line.
+    Stats,
+    /// Delete entries (all of them, or those stored longer ago than --older-than).
+    Purge {
+        /// Only entries stored longer ago than this: e.g. 30m, 12h, 7d, 1h30m.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+    },
+}
+
+/// `90s`, `30m`, `12h`, `7d`, `2w`, or a sum of them (`1h30m`); a bare
+/// number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => {
+                return Err(format!(
+                    "{text:?}: use a number and s, m, h, d or w (e.g. 7d, 1h30m)"
+                ));
+            }
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: a unit needs a number before it (e.g. 7d)"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 && text.is_empty() {
+        return Err(format!(
+            "{text:?}: end with a unit: s, m, h, d or w (e.g. 7d)"
+        ));
+    }
+    Ok(Duration::from_secs(total))
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +191,66 @@ struct Cli {
     /// No progress bar and no end-of-run summary on stderr.
     #[arg(long, global = true, short, global = true)]
     quiet: bool,
+
+    /// Where answers are kept between runs: a SQLite file (PATH), a shared
+    /// Redis (redis://HOST:PORT[/DB]), memory (this process only) or off.
+    /// [env: TIP_ENRICH_CACHE] [default: answers.sqlite in the cache
+    /// directory: $TIP_ENRICH_CACHE_DIR, else $XDG_CACHE_HOME/tip-enrich, else
+    /// ~/.cache/tip-enrich]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH|redis://HOST:PORT[/DB]|memory|off"
+    )]
+    cache: Option<String>,
+
+    /// Size bound of a SQLite store, in MiB; the oldest entries go first.
+    #[arg(long, global = true, value_name = "N", default_value_t = 256)]
+    cache_max_mb: u64,
+}
+
+/// The answer store of this run, behind [`Guarded`]: a store that cannot be
+/// opened is one warning on stderr, and the run goes on without it.
+fn open_store(cli: &Cli) -> Result<KvCtx> {
+    let spec =
+        StoreSpec::resolve(cli.cache.as_deref()).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
+    let options = StoreOptions {
+        max_bytes: cli.cache_max_mb.saturating_mul(1024 * 1024),
+    };
+    let describe = spec.describe();
+    match store::open(&spec, &options) {
+        Ok(Some(backend)) => Ok(KvCtx::new(Some(Arc::new(Guarded::new(backend, describe))))),
+        Ok(None) => Ok(KvCtx::new(None)),
+        Err(e) => {
+            eprintln!(
+                "tip-enrich: warning: the answer store ({describe}) failed: {e}; lookups go on uncached"
+            );
+            Ok(KvCtx::new(None))
+        }
+    }
+}
+
+/// `tip-enrich cache stats|purge`.
+fn cache_command(cli: &Cli, action: &CacheAction) -> Result<ExitCode> {
+    let spec =
+        StoreSpec::resolve(cli.cache.as_deref()).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
+    let options = StoreOptions {
+        max_bytes: cli.cache_max_mb.saturating_mul(1024 * 1024),
+    };
+    let Some(backend) = store::open(&spec, &options)
+        .with_context(|| format!("opening the answer store ({})", spec.describe()))?
+    else {
+        bail!("the answer store is off (--cache off / TIP_ENRICH_CACHE=off): nothing to show");
+    };
+    let line = match action {
+        CacheAction::Stats => host_harness::cache_stats(&*backend)?,
+        CacheAction::Purge { older_than } => {
+            let purged = backend.purge(*older_than)?;
+            serde_json::json!({ "store": spec.describe(), "purged": purged }).to_string()
+        }
+    };
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_key(cli: &Cli) -> Result<Option<String>> {
@@ -367,6 +486,7 @@ fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> 
         max_in_flight: args.max_in_flight,
         log_requests: !cli.quiet,
         log: Default::default(),
+        store: open_store(cli)?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -406,8 +526,10 @@ async fn shutdown_signal() {
 }
 
 fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
-    if let Some(Command::Serve(args)) = &cli.command {
-        return serve(&cli, matches, args);
+    match &cli.command {
+        Some(Command::Serve(args)) => return serve(&cli, matches, args),
+        Some(Command::Cache { action }) => return cache_command(&cli, action),
+        None => {}
     }
     let key = read_key(&cli)?;
     let purpose = if cli.full {
@@ -431,6 +553,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     .context("loading the component")?;
     let mut options = InstanceOptions::new(egress);
     options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
+    options.store = open_store(&cli)?;
     // The component reads every setting from its environment, as in any
     // other host (`wasmtime run --env`); the call passes `{:}`.
     options.env = given_settings(matches, key)

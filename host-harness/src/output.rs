@@ -50,6 +50,7 @@ pub fn verdict_to_core(v: &Verdict) -> core::Verdict {
         first_seen,
         quota,
         source,
+        fetched_at,
         reserved_block,
     } = v;
     core::Verdict {
@@ -84,7 +85,9 @@ pub fn verdict_to_core(v: &Verdict) -> core::Verdict {
         source: match source {
             VerdictSource::Api => core::VerdictSource::Api,
             VerdictSource::Local => core::VerdictSource::Local,
+            VerdictSource::Cache => core::VerdictSource::Cache,
         },
+        fetched_at: fetched_at.clone(),
         reserved_block: reserved_block.clone(),
     }
 }

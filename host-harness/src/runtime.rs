@@ -14,12 +14,21 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::egress::{Egress, Hooks, RequestLog};
+use crate::keyvalue::{KvCtx, KvView};
 
-/// Generated host bindings of `wit/enrich.wit`.
+/// Generated host bindings of `wit/enrich.wit`, world `enricher-cached`:
+/// the exports, and the `wasi:keyvalue` imports [`crate::keyvalue`] serves.
 pub mod bindings {
     wasmtime::component::bindgen!({
-        world: "enricher",
+        world: "enricher-cached",
         path: "../wit",
+        imports: { default: trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::keyvalue::Bucket,
+        },
+        trappable_error_type: {
+            "wasi:keyvalue/store.error" => crate::keyvalue::KvError,
+        },
     });
 }
 
@@ -40,11 +49,16 @@ pub(crate) fn store_limits(max_memory_bytes: usize) -> StoreLimits {
         .build()
 }
 
-/// The component built from this checkout by `build.rs`.
+/// The component the CLI runs (world `enricher-cached`), built from this
+/// checkout by `build.rs`.
 pub const COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_COMPONENT_PATH"));
 
 /// Path of the bundled component on the build machine.
 pub const COMPONENT_PATH: &str = env!("TIP_ENRICH_COMPONENT_PATH");
+
+/// Where the plain component (world `enricher`, no `wasi:keyvalue`) was
+/// built: what hosts without keyvalue load (jco, `wasmtime run`).
+pub const PLAIN_COMPONENT_PATH: &str = env!("TIP_ENRICH_PLAIN_COMPONENT_PATH");
 
 /// Where the service component (world `enrich-service`, `service/`) was built.
 pub const SERVICE_COMPONENT_PATH: &str = env!("TIP_ENRICH_SERVICE_COMPONENT_PATH");
@@ -92,6 +106,7 @@ pub struct State {
     table: ResourceTable,
     hooks: Hooks,
     limits: PeakLimits,
+    kv: KvCtx,
 }
 
 /// `StoreLimits` that also remember the largest linear memory asked for.
@@ -191,7 +206,7 @@ impl Drop for Ticker {
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
-    pre: bindings::EnricherPre<State>,
+    pre: bindings::EnricherCachedPre<State>,
     _ticker: Arc<Ticker>,
 }
 
@@ -211,6 +226,9 @@ pub struct InstanceOptions {
     /// metered. Needs an engine with fuel ([`Runtime::fuel_engine`]); running
     /// out traps with `Trap::OutOfFuel`. For tests of runaway guests.
     pub fuel: Option<u64>,
+    /// The answer store behind `wasi:keyvalue` (none by default: the
+    /// component then keeps answers in its own memory).
+    pub store: KvCtx,
 }
 
 impl std::fmt::Debug for InstanceOptions {
@@ -241,6 +259,7 @@ impl InstanceOptions {
             max_memory_bytes: DEFAULT_MAX_MEMORY,
             log: RequestLog::default(),
             fuel: None,
+            store: KvCtx::default(),
         }
     }
 }
@@ -344,7 +363,11 @@ impl Runtime {
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
-        let pre = bindings::EnricherPre::new(linker.instantiate_pre(component)?)?;
+        crate::keyvalue::add_to_linker(&mut linker, |s: &mut State| KvView {
+            ctx: &s.kv,
+            table: &mut s.table,
+        })?;
+        let pre = bindings::EnricherCachedPre::new(linker.instantiate_pre(component)?)?;
         let ticker = Arc::new(Ticker::start(engine.clone()));
         Ok(Runtime {
             engine,
@@ -369,6 +392,7 @@ impl Runtime {
                 inner: store_limits(options.max_memory_bytes),
                 peak_memory: 0,
             },
+            kv: options.store.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -385,7 +409,7 @@ impl Runtime {
 /// One instantiated component. After a trap, drop it and make another.
 pub struct Instance {
     store: Store<State>,
-    enricher: bindings::Enricher,
+    enricher: bindings::EnricherCached,
 }
 
 /// Epoch ticks for `budget`, rounded up, plus slack.
@@ -514,5 +538,8 @@ pub fn empty_settings() -> Settings {
         deadline_ms: None,
         retry_after_cap_ms: None,
         cache_ttl_secs: None,
+        cache_not_found_ttl_secs: None,
+        quota_cooldown_secs: None,
+        cache_lease_ms: None,
     }
 }

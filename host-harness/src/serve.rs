@@ -16,7 +16,10 @@
 //! epoch deadline cannot interrupt a guest blocked in a host call.
 //!
 //! Settings reach the component through `wasi:config/store` (keys `tip_*`),
-//! never through the host's own environment.
+//! never through the host's own environment. Every instance shares the one
+//! answer store ([`ServeOptions::store`], `--cache`) through
+//! `wasi:keyvalue`, so answers outlive the request, and with Redis are shared
+//! with every replica.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bounded::{self, BodyError, Limits, TokioTimer};
 use crate::egress::{Egress, Hooks, RequestLog};
+use crate::keyvalue::{KvCtx, KvView};
 use crate::runtime::{Runtime, Ticker, load_component, ticks};
 
 /// The service component built from this checkout by `build.rs`.
@@ -75,6 +79,8 @@ pub struct ServeOptions {
     pub log_requests: bool,
     /// Requests the instances made (for tests).
     pub log: RequestLog,
+    /// The answer store every request's instance shares (`wasi:keyvalue`).
+    pub store: KvCtx,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -107,6 +113,7 @@ struct ServeState {
     hooks: Hooks,
     limits: StoreLimits,
     config: Arc<WasiConfigVariables>,
+    kv: KvCtx,
 }
 
 impl WasiView for ServeState {
@@ -150,6 +157,10 @@ impl Service {
         wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut ServeState| {
             WasiConfig::from(&*s.config)
         })?;
+        crate::keyvalue::add_to_linker(&mut linker, |s: &mut ServeState| KvView {
+            ctx: &s.kv,
+            table: &mut s.table,
+        })?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
         let config = Arc::new(options.config.iter().cloned().collect());
         Ok(Service {
@@ -174,6 +185,7 @@ impl Service {
             },
             limits: crate::runtime::store_limits(self.options.max_memory_bytes),
             config: self.config.clone(),
+            kv: self.options.store.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -395,6 +407,7 @@ mod tests {
             max_in_flight: 1,
             log_requests: false,
             log: RequestLog::default(),
+            store: KvCtx::default(),
         };
         let text = format!("{options:?}");
         assert!(text.contains("tip_api_key"), "{text}");

@@ -268,6 +268,7 @@ fn the_cli_streams_stdin_with_one_request_per_distinct_address() {
         .map(|i| format!("45.9.148.{}", i % 30 + 1))
         .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env("TIP_ENRICH_CACHE", "off")
         .env("TIP_API_KEY", "batch-key-0123")
         .args(["--base-url", &server.url(), "--concurrency", "16"])
         .stdin(Stdio::piped())

@@ -14,7 +14,8 @@ const KEY: &str = "cli-secret-key-9f8e7d6c5b4a";
 
 fn tip_enrich() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tip-enrich"));
-    cmd.env_remove("TIP_API_KEY");
+    // Each test starts with no answer store; the store's own tests say where.
+    cmd.env_remove("TIP_API_KEY").env("TIP_ENRICH_CACHE", "off");
     cmd
 }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 fn lines(args: &[&str]) -> (Option<i32>, Vec<Value>) {
     let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env("TIP_ENRICH_CACHE", "off")
         .env_remove("TIP_API_KEY")
         .arg("--quiet")
         .args(args)

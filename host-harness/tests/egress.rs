@@ -154,6 +154,7 @@ fn the_cli_in_live_mode_allows_only_the_base_url_host() {
     let allowed = Server::start(|_| Action::json(200, "{}"));
     let other = Server::start(|_| Action::json(200, "{}"));
     let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env("TIP_ENRICH_CACHE", "off")
         .env("TIP_API_KEY", "egress-test-key-0123")
         .env("TIP_ENRICH_CACHE_DIR", "")
         .args(["--component", MISBEHAVING, "--quiet", "--base-url"])

@@ -30,7 +30,7 @@ use common::{Action, Seen, Server};
 use expect::{Expectation, Failure, Observed};
 use host_harness::BUNDLED_RECORDINGS;
 use host_harness::recordings::RecordingSet;
-use host_harness::runtime::{COMPONENT_PATH, SERVICE_COMPONENT_PATH};
+use host_harness::runtime::{PLAIN_COMPONENT_PATH as COMPONENT_PATH, SERVICE_COMPONENT_PATH};
 use serde_json::Value;
 
 /// A fake key: it must reach the server and never the host's output.
@@ -454,6 +454,7 @@ fn cli_lines(ips: &[String]) -> String {
     let server = recorded_api();
     let mut cmd = command(Path::new(env!("CARGO_BIN_EXE_tip-enrich")));
     cmd.env("TIP_API_KEY", KEY)
+        .env("TIP_ENRICH_CACHE", "off")
         .args(["--quiet", "--base-url", &server.url()])
         .args(ips);
     let done = Finished::run(cmd, "tip-enrich").expect_code(1);
@@ -550,7 +551,9 @@ fn wasmtime_cli_serves_the_service_world() {
     // The key from the environment (the service's fallback), the base URL
     // through wasi:config.
     cmd.env("TIP_API_KEY", KEY)
-        .args(["serve", "-S", "cli", "-S", "http", "-S", "config"])
+        .args([
+            "serve", "-S", "cli", "-S", "http", "-S", "config", "-S", "keyvalue",
+        ])
         .arg("-S")
         .arg(format!("config-var=tip_base_url={}", server.url()))
         .args(["--env", "TIP_API_KEY", "--addr", &addr])
@@ -612,7 +615,9 @@ fn wasmtime_cli_serve_answers_408_to_a_body_that_stalls() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = command(&installed("bin/wasmtime"));
     cmd.env("TIP_API_KEY", KEY)
-        .args(["serve", "-S", "cli", "-S", "http", "-S", "config"])
+        .args([
+            "serve", "-S", "cli", "-S", "http", "-S", "config", "-S", "keyvalue",
+        ])
         .arg("-S")
         .arg(format!("config-var=tip_base_url={}", server.url()))
         .args(["--env", "TIP_API_KEY", "--addr", &addr])

@@ -142,6 +142,7 @@ fn a_guest_panic_is_a_trap_and_the_host_carries_on() {
 #[test]
 fn the_cli_reports_traps_as_lines_and_carries_on() {
     let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env("TIP_ENRICH_CACHE", "off")
         .env_remove("TIP_API_KEY")
         .env("TIP_ENRICH_CACHE_DIR", "")
         .args([

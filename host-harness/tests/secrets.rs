@@ -189,6 +189,7 @@ fn echoing_server() -> Server {
 fn cli() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tip-enrich"));
     cmd.env_remove("TIP_API_KEY")
+        .env("TIP_ENRICH_CACHE", "off")
         .env("TIP_ENRICH_CACHE_DIR", "")
         .env("RUST_BACKTRACE", "1");
     cmd

@@ -21,6 +21,7 @@ fn cli_line(ip: &str) -> Value {
 /// The CLI's raw line (its bytes) for `args`, from the bundled recordings.
 fn cli_raw(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env("TIP_ENRICH_CACHE", "off")
         .env_remove("TIP_API_KEY")
         .arg("--quiet")
         .args(args)

@@ -48,6 +48,7 @@ fn in_process(allowed: &str, base_url: &str) -> (String, tokio::runtime::Runtime
         max_in_flight: 4,
         log_requests: false,
         log: Default::default(),
+        store: Default::default(),
     };
     let addr = runtime.block_on(async {
         let service = Arc::new(Service::new(SERVICE_COMPONENT, options).unwrap());

@@ -11,6 +11,7 @@ use ::wasi::io::poll::poll;
 use ::wasi::io::streams::StreamError;
 use tip_enrich::settings::{self, empty as empty_settings};
 use tip_enrich::{Config, Purpose, Secrets, environment, with_client};
+use tip_enrich_keyvalue::with_bucket;
 
 use crate::http::{
     Answer, BODY_DEADLINE, MAX_BODY_BYTES, Route, batch_answer, body_timed_out, body_too_large,
@@ -21,9 +22,10 @@ use crate::http::{
 compile_error!("features `spin` and `wasmcloud` pick different wasi:config versions: choose one");
 
 /// The bindings of one `enrich-service` world; the three differ only in the
-/// version of `wasi:config/store` they import.
+/// versions of `wasi:config/store` and `wasi:keyvalue` they import. The
+/// keyvalue bindings are `tip-enrich-keyvalue`'s own.
 macro_rules! service_bindings {
-    ($world:literal, $config:literal, $module:ident) => {
+    ($world:literal, $config:literal, $module:ident, $kv_store:literal, $kv_atomics:literal) => {
         wit_bindgen::generate!({
             world: $world,
             path: "../wit",
@@ -34,6 +36,8 @@ macro_rules! service_bindings {
                 "wasi:io/poll@0.2.12": ::wasi::io::poll,
                 "wasi:clocks/monotonic-clock@0.2.12": ::wasi::clocks::monotonic_clock,
                 $config: generate,
+                $kv_store: tip_enrich_keyvalue::bindings::store,
+                $kv_atomics: tip_enrich_keyvalue::bindings::atomics,
             },
         });
         use self::wasi::$module::store as config_store;
@@ -44,19 +48,25 @@ macro_rules! service_bindings {
 service_bindings!(
     "enrich-service",
     "wasi:config/store@0.2.0-rc.1",
-    config0_2_0_rc_1
+    config0_2_0_rc_1,
+    "wasi:keyvalue/store@0.2.0-draft",
+    "wasi:keyvalue/atomics@0.2.0-draft"
 );
 #[cfg(feature = "spin")]
 service_bindings!(
     "enrich-service-spin",
     "wasi:config/store@0.2.0-draft-2024-09-27",
-    config0_2_0_draft_2024_09_27
+    config0_2_0_draft_2024_09_27,
+    "wasi:keyvalue/store@0.2.0-draft2",
+    "wasi:keyvalue/atomics@0.2.0-draft2"
 );
 #[cfg(all(feature = "wasmcloud", not(feature = "spin")))]
 service_bindings!(
     "enrich-service-wasmcloud",
     "wasi:config/store@0.2.0-draft",
-    config0_2_0_draft
+    config0_2_0_draft,
+    "wasi:keyvalue/store@0.2.0-draft",
+    "wasi:keyvalue/atomics@0.2.0-draft"
 );
 
 /// The settings of this request: `wasi:config/store` over the environment.
@@ -135,7 +145,10 @@ fn answer(request: &IncomingRequest) -> Answer {
         Route::Health => health(),
         Route::Verdict { ip, format } => {
             let settings = settings();
-            let result = with_client(&lookup(&settings), |c| c.enrich(&ip, &empty_settings()));
+            let env = lookup(&settings);
+            let result = with_bucket(&env, |store| {
+                with_client(&env, store, |c| c.enrich(&ip, &empty_settings()))
+            });
             verdict_answer(&ip, &result, format)
         }
         Route::Batch { format } => {
@@ -144,8 +157,9 @@ fn answer(request: &IncomingRequest) -> Answer {
                 Err(answer) => return answer,
             };
             let settings = settings();
-            let results = with_client(&lookup(&settings), |c| {
-                c.enrich_batch(&ips, &empty_settings())
+            let env = lookup(&settings);
+            let results = with_bucket(&env, |store| {
+                with_client(&env, store, |c| c.enrich_batch(&ips, &empty_settings()))
             });
             batch_answer(&ips, &results, format)
         }

@@ -193,6 +193,10 @@ impl Transport for Fake {
         Some(1_800_000_000 + self.clock_ms / 1000)
     }
 
+    fn now_unix_ms(&mut self) -> Option<u64> {
+        Some(1_800_000_000_000 + self.clock_ms)
+    }
+
     fn random_u64(&mut self) -> u64 {
         0x9e37_79b9_7f4a_7c15
     }

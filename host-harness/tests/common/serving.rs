@@ -27,6 +27,7 @@ impl Serving {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Serving {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tip-enrich"));
         cmd.env_remove("TIP_API_KEY")
+            .env("TIP_ENRICH_CACHE", "off")
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
