@@ -6,6 +6,7 @@
 //! - [`recordings`]: the recording format, loader, matcher and writer.
 //! - [`output`]: the CLI's JSON Lines.
 //! - [`serve`]: `tip-enrich serve`, the service component over HTTP.
+//! - [`store`]: the answer store's backends (SQLite, Redis, memory).
 //! - [`bounded`]: deadlines and a cap on an incoming body (for `serve`, and
 //!   any later proxy that streams bodies).
 
@@ -15,6 +16,7 @@ pub mod output;
 pub mod recordings;
 pub mod runtime;
 pub mod serve;
+pub mod store;
 
 /// Directory of the bundled recordings (the README's demo).
 pub const BUNDLED_RECORDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/recordings");
