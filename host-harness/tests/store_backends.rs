@@ -255,7 +255,12 @@ fn captured() -> (WarningSink, Arc<Mutex<Vec<String>>>) {
 
 /// This test binary, running `test` alone, with `env` set.
 fn rerun(test: &str, env: (&str, &Path)) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    rerun_as(&std::env::current_exe().unwrap(), test, env)
+}
+
+/// [`rerun`] with the binary at `exe` (a link to this one).
+fn rerun_as(exe: &Path, test: &str, env: (&str, &Path)) -> Command {
+    let mut cmd = Command::new(exe);
     cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(env.0, env.1);
     cmd
@@ -504,12 +509,16 @@ fn sqlite_locked_file_fails_writes_after_the_busy_timeout_and_still_reads() {
 fn sqlite_read_only_directory_fails_cleanly() {
     const TEST: &str = "sqlite_read_only_directory_fails_cleanly";
     if let Some(dir) = std::env::var_os(READ_ONLY_ENV) {
-        // The child, for whom `dir` is read-only.
+        // The child, for whom `dir` is read-only: it can read there (so what
+        // fails below is writing, not reaching the place).
         let dir = Path::new(&dir);
+        std::fs::read_dir(dir).expect("the child can list the directory");
+        std::fs::read(dir.join("existing.sqlite")).expect("the child can read the file");
         let err = SqliteBackend::open(&dir.join("new.sqlite"), store::DEFAULT_MAX_BYTES)
             .err()
             .expect("a new file in a read-only directory");
         assert!(err.is_store_failure(), "{err}");
+        eprintln!("{err}");
         let err = SqliteBackend::open(&dir.join("sub/new.sqlite"), store::DEFAULT_MAX_BYTES)
             .err()
             .expect("a new directory in a read-only directory");
@@ -520,7 +529,16 @@ fn sqlite_read_only_directory_fails_cleanly() {
         eprintln!("{err}");
         return;
     }
-    let top = tempfile::tempdir().unwrap();
+    // Root writes through any mode, so then the child runs as nobody: in a
+    // directory under /tmp (a $TMPDIR may be private to root), from a link
+    // to this binary there (the build directory may be too).
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let top = if root {
+        tempfile::tempdir_in("/tmp").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = top.path().join("ro");
     std::fs::create_dir(&dir).unwrap();
     let existing = dir.join("existing.sqlite");
@@ -530,14 +548,20 @@ fn sqlite_read_only_directory_fails_cleanly() {
     }
     std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Root writes through any mode, so then the child runs as nobody.
-    let root = std::fs::metadata(&existing).unwrap().uid() == 0;
-    let mut cmd = rerun(TEST, (READ_ONLY_ENV, &dir));
-    if root {
+    let mut cmd = if root {
         use std::os::unix::process::CommandExt;
+        let exe = top.path().join("store_backends");
+        let this = std::env::current_exe().unwrap();
+        if std::fs::hard_link(&this, &exe).is_err() {
+            std::fs::copy(&this, &exe).unwrap();
+        }
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = rerun_as(&exe, TEST, (READ_ONLY_ENV, &dir));
         cmd.uid(65534).gid(65534);
-    }
+        cmd
+    } else {
+        rerun(TEST, (READ_ONLY_ENV, &dir))
+    };
     let out = cmd.output().unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(
