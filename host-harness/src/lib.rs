@@ -6,6 +6,7 @@
 //! - [`recordings`]: the recording format, loader, matcher and writer.
 //! - [`output`]: the CLI's JSON Lines.
 //! - [`serve`]: `tip-enrich serve`, the service component over HTTP.
+//! - [`store`]: the answer store's backends (SQLite, Redis, memory).
 //! - [`bounded`]: deadlines and a cap on an incoming body (for `serve`, and
 //!   any later proxy that streams bodies).
 //! - [`store`]: the answer store's backends (SQLite, Redis, memory), and

@@ -63,21 +63,15 @@ pub const PLAIN_COMPONENT_PATH: &str = env!("TIP_ENRICH_PLAIN_COMPONENT_PATH");
 /// Where the service component (world `enrich-service`, `service/`) was built.
 pub const SERVICE_COMPONENT_PATH: &str = env!("TIP_ENRICH_SERVICE_COMPONENT_PATH");
 
-/// Where the precompiled form of `wasm` for `engine` is cached:
-/// `$TIP_ENRICH_CACHE_DIR`, else `$XDG_CACHE_HOME/tip-enrich`, else
-/// `$HOME/.cache/tip-enrich`; the name holds a hash of the component and of
-/// the engine's compatibility (wasmtime version, settings, target).
-/// `TIP_ENRICH_CACHE_DIR=` (empty) turns the cache off.
+/// Where the precompiled form of `wasm` for `engine` is cached: in
+/// [`crate::store::cache_dir`] (`$TIP_ENRICH_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/tip-enrich`, else `$HOME/.cache/tip-enrich`); the name
+/// holds a hash of the component and of the engine's compatibility (wasmtime
+/// version, settings, target). `TIP_ENRICH_CACHE_DIR=` (empty) turns the
+/// cache off.
 pub fn cache_path(engine: &Engine, wasm: &[u8]) -> Option<std::path::PathBuf> {
     use std::hash::{Hash, Hasher};
-    let dir = match std::env::var_os("TIP_ENRICH_CACHE_DIR") {
-        Some(d) if d.is_empty() => return None,
-        Some(d) => std::path::PathBuf::from(d),
-        None => match std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            Some(d) => std::path::PathBuf::from(d).join("tip-enrich"),
-            None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cache/tip-enrich"),
-        },
-    };
+    let dir = crate::store::cache_dir()?;
     let mut component = std::hash::DefaultHasher::new();
     wasm.hash(&mut component);
     let mut compat = std::hash::DefaultHasher::new();
