@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::runtime::bindings::wasi::keyvalue::{atomics, store};
+use crate::runtime::bindings::wasi::keyvalue0_2_0_draft::{atomics, store};
 use crate::store::Backend;
 
 /// An open bucket (the guest's handle to the one store).
@@ -82,7 +82,12 @@ impl store::HostBucket for KvView<'_> {
         Ok(self.ctx.backend()?.get(&key)?)
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Result<(), KvError> {
+    fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), KvError> {
         self.table.get(&bucket)?;
         Ok(self.ctx.backend()?.set(&key, &value)?)
     }

@@ -47,7 +47,9 @@ pub fn cache_stats(backend: &dyn store::Backend) -> anyhow::Result<String> {
     let answers = backend.scan_prefix(ANSWER_PREFIX, usize::MAX)?;
     let not_found = answers
         .iter()
-        .filter(|(_, v)| serde_json::from_slice::<serde_json::Value>(v).is_ok_and(|v| v["status"] == 404))
+        .filter(|(_, v)| {
+            serde_json::from_slice::<serde_json::Value>(v).is_ok_and(|v| v["status"] == 404)
+        })
         .count();
     let quota: Vec<serde_json::Value> = backend
         .scan_prefix(QUOTA_PREFIX, 1000)?

@@ -74,7 +74,7 @@ fn demo_replays_bundled_recordings_and_says_so() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, tip_enrich::json::VERDICT_FIELDS[..17]);
+    assert_eq!(keys, tip_enrich::json::VERDICT_FIELDS[..18]);
     assert_eq!(lines[2]["source"], "local");
     assert_eq!(lines[2]["zone"], "grey");
 }

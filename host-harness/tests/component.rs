@@ -100,8 +100,10 @@ fn failure(e: &EnrichError) -> Failure {
 
 #[test]
 fn every_recording_meets_its_expectation_through_the_component() {
-    let mut instance = replay_instance();
     for e in expect::load() {
+        // A fresh instance each: the recordings are separate worlds (one
+        // answers 403, and an instance keeps the quota cool-down).
+        let mut instance = replay_instance();
         let mut s = keyed();
         if e.api() == "opentip" {
             s.api = Some(ApiFlavour::Opentip);

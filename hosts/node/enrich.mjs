@@ -48,6 +48,7 @@ export function enrich(ip) {
     verdict: v.verdict,
     found: v.found,
     source: v.source,
+    fetched_at: opt(v.fetchedAt),
     status: opt(v.status),
     country_code: opt(v.countryCode),
     categories: v.categories,

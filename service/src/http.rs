@@ -346,6 +346,7 @@ mod tests {
             first_seen: None,
             quota: None,
             source: VerdictSource::Api,
+            fetched_at: None,
             reserved_block: None,
         }
     }

@@ -44,6 +44,7 @@ fn valid(ip: &str) -> Verdict {
         first_seen: None,
         quota: None,
         source: VerdictSource::Local,
+        fetched_at: None,
         reserved_block: None,
     }
 }
