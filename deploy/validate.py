@@ -346,11 +346,9 @@ def check_keyvalue_imports(r: Report, engine: str, imports: list[str], linked: s
     engine serves (pre-releases link only at the exact version), interfaces it
     serves, and on wasmCloud only interfaces the wadm link carries (the host
     accepts any bucket name and fails the call at the first use of an interface
-    without a link). Tolerant while the component does not import it yet."""
+    without a link)."""
     kv = [i for i in imports if i.startswith("wasi:keyvalue/")]
-    if not kv:
-        r.skip(f"artifact: the {engine} build does not import wasi:keyvalue yet (the answer store); "
-               f"its keyvalue checks wait for it")
+    if not r.check(bool(kv), f"artifact: the {engine} build imports wasi:keyvalue (the answer store)"):
         return
     version, served = KEYVALUE_SERVED[engine]
     names = {i.split("/", 1)[1].split("@", 1)[0] for i in kv}

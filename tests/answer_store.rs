@@ -14,10 +14,8 @@
     clippy::string_slice
 )]
 
-#[allow(dead_code)]
 #[path = "support/expect.rs"]
 mod expect;
-#[allow(dead_code)]
 #[path = "support/fake.rs"]
 mod fake;
 

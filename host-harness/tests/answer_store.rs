@@ -64,7 +64,9 @@ fn requests(server: &Server) -> usize {
 }
 
 fn warnings(text: &str) -> usize {
-    text.lines().filter(|l| l.contains("warning: the answer store")).count()
+    text.lines()
+        .filter(|l| l.contains("warning: the answer store"))
+        .count()
 }
 
 #[test]
@@ -164,7 +166,10 @@ fn issue_11_sixteen_processes_at_once_on_one_store_spend_one_request_per_address
     let store = work.path().join("answers.sqlite");
     let store = store.to_str().unwrap();
     // Compile the component once, so the 16 start together.
-    cli(&server, store, work.path()).arg("10.0.0.1").output().unwrap();
+    cli(&server, store, work.path())
+        .arg("10.0.0.1")
+        .output()
+        .unwrap();
     let ips = ["45.9.1.1", "45.9.1.2", "45.9.1.3", "45.9.1.4", "9.9.9.9"];
     let children: Vec<_> = (0..16)
         .map(|_| {
@@ -234,7 +239,11 @@ fn issue_11_a_quota_answer_stops_every_process_for_the_cool_down() {
         .args(["--retries", "0", "45.9.1.2", "45.9.1.3"])
         .output()
         .unwrap();
-    assert!(lines(&third).iter().all(|l| l["error"]["kind"] == "quota-exceeded"));
+    assert!(
+        lines(&third)
+            .iter()
+            .all(|l| l["error"]["kind"] == "quota-exceeded")
+    );
     assert_eq!(requests(&server), 2, "one probe");
 }
 
@@ -325,7 +334,10 @@ fn issue_11_no_secret_reaches_the_sqlite_file() {
             bytes.extend(more);
         }
     }
-    assert!(bytes.windows(13).any(|w| w == b"tip-enrich:v1"), "entries were written");
+    assert!(
+        bytes.windows(13).any(|w| w == b"tip-enrich:v1"),
+        "entries were written"
+    );
     assert_no_secret(&bytes);
 }
 
@@ -513,7 +525,10 @@ fn issue_11_a_lease_holder_killed_mid_request_is_taken_over() {
     });
     let store = work.path().join("answers.sqlite");
     let store = store.to_str().unwrap();
-    cli(&server, store, work.path()).arg("10.0.0.1").output().unwrap();
+    cli(&server, store, work.path())
+        .arg("10.0.0.1")
+        .output()
+        .unwrap();
     let mut holder = cli(&server, store, work.path())
         .args(["--cache-lease-ms", "1000", "45.9.8.1"])
         .stdout(Stdio::null())
@@ -533,4 +548,3 @@ fn issue_11_a_lease_holder_killed_mid_request_is_taken_over() {
     assert_eq!(lines(&out)[0]["zone"], "green");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
-

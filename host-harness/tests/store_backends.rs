@@ -374,8 +374,10 @@ fn sqlite_purge_by_age_uses_the_store_time() {
             [],
         )
         .unwrap();
+    // The rows were stored at or before `after` (not `now`: the sets take time).
+    let after = now_ms();
     let stats = backend.stats().unwrap();
-    assert!(stats.oldest_stored_at_ms.unwrap() <= (now - 7_200_000) as u64);
+    assert!(stats.oldest_stored_at_ms.unwrap() <= (after - 7_200_000) as u64);
     assert_eq!(backend.purge(Some(Duration::from_secs(3_600))).unwrap(), 2);
     assert_eq!(backend.get(&key("old1")).unwrap(), None);
     assert!(backend.exists(&key("new")).unwrap());
