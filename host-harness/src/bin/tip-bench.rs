@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p host-harness --bin tip-bench
+//! cargo run --release -p host-harness --bin tip-bench -- store   # the answer store (issue 11)
 //! ```
 //!
 //! Rows: component size; load by compiling vs deserialising a precompiled
@@ -261,6 +262,9 @@ fn cli_batch(
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("store") {
+        return store_bench::run();
+    }
     let mut table = Table;
     println!("{:<58} {:>14}  note", "measure", "value");
     println!("{}", "-".repeat(100));
@@ -509,4 +513,366 @@ fn main() -> Result<()> {
         Err(e) => table.row("CLI rows", "n/a".into(), format!("{e:#}")),
     }
     Ok(())
+}
+
+/// `tip-bench store`: the answer store on a Zipf-distributed stream of
+/// 20 000 lookups over 2 000 addresses, split across 20 CLI runs on one
+/// SQLite file, then the same stream through 3 `tip-enrich serve` replicas on
+/// one Redis (a real `redis-server` on a free loopback port). Reports the API
+/// requests spent against the distinct addresses (the least possible) and
+/// against one per lookup (what an integration without a store spends), and
+/// the latency of a cached lookup through the CLI and through serve.
+mod store_bench {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, anyhow, bail};
+
+    const LOOKUPS: usize = 20_000;
+    const ADDRESSES: usize = 2_000;
+    const CLI_RUNS: usize = 20;
+    const REPLICAS: usize = 3;
+    const CLIENTS: usize = 8;
+    /// The loopback API's latency per answer.
+    const API_LATENCY: Duration = Duration::from_millis(20);
+
+    fn address(rank: usize) -> String {
+        format!("45.9.{}.{}", rank / 250, rank % 250 + 1)
+    }
+
+    /// Zipf (s = 1) ranks from a fixed seed: the same stream every run.
+    fn zipf_stream() -> Vec<usize> {
+        let weights: Vec<f64> = (1..=ADDRESSES).map(|k| 1.0 / k as f64).collect();
+        let total: f64 = weights.iter().sum();
+        let mut cdf = Vec::with_capacity(ADDRESSES);
+        let mut acc = 0.0;
+        for w in &weights {
+            acc += w / total;
+            cdf.push(acc);
+        }
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..LOOKUPS)
+            .map(|_| {
+                // xorshift64*
+                state ^= state >> 12;
+                state ^= state << 25;
+                state ^= state >> 27;
+                let x =
+                    (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+                cdf.partition_point(|&c| c < x).min(ADDRESSES - 1)
+            })
+            .collect()
+    }
+
+    /// A loopback TIP API: every answer green after [`API_LATENCY`],
+    /// keep-alive, counting requests.
+    struct Api {
+        url: String,
+        requests: Arc<AtomicUsize>,
+    }
+
+    fn start_api() -> Result<Api> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(match conn.try_clone() {
+                        Ok(c) => c,
+                        Err(_) => return,
+                    });
+                    let mut conn = conn;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(API_LATENCY);
+                        let body = r#"{"LicenseInfo":{"DayRequests":1,"DayQuota":100000},"Zone":"Green","IpGeneralInfo":{"ThreatScore":0,"Status":"Known"}}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Api { url, requests })
+    }
+
+    fn percentile(xs: &mut [Duration], p: f64) -> Duration {
+        xs.sort();
+        let i = ((xs.len() as f64 - 1.0) * p).round() as usize;
+        xs.get(i).copied().unwrap_or_default()
+    }
+
+    fn ms(d: Duration) -> String {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    }
+
+    fn cli() -> Result<std::path::PathBuf> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().ok_or_else(|| anyhow!("no directory"))?;
+        let cli = dir.join("tip-enrich");
+        if !cli.exists() {
+            bail!("build the CLI first: cargo build --release -p host-harness");
+        }
+        Ok(cli)
+    }
+
+    fn free_port() -> Result<u16> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    }
+
+    /// One GET on a kept-alive connection; the body.
+    fn get(conn: &mut BufReader<TcpStream>, path: &str) -> Result<String> {
+        // One write: `write!` on a socket would send each piece on its own.
+        conn.get_mut()
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n").as_bytes())?;
+        let mut length = 0usize;
+        let mut chunked = false;
+        let mut status = String::new();
+        conn.read_line(&mut status)?;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse()?;
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                conn.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16)?;
+                let mut chunk = vec![0; n + 2];
+                conn.read_exact(&mut chunk)?;
+                chunk.truncate(n);
+                body.extend(chunk);
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            body.resize(length, 0);
+            conn.read_exact(&mut body)?;
+        }
+        if !status.contains(" 200 ") {
+            bail!("{path}: {status}");
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn wait_listening(port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("nothing listens on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn run() -> Result<()> {
+        let cli = cli()?;
+        let stream = zipf_stream();
+        let mut distinct = stream.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let work = tempfile_dir()?;
+        let store = work.join("answers.sqlite");
+        println!(
+            "stream: {LOOKUPS} lookups over {ADDRESSES} addresses (Zipf s=1), {} distinct; API latency {} ms",
+            distinct.len(),
+            API_LATENCY.as_millis()
+        );
+
+        // 1. 20 CLI runs on one SQLite file.
+        let api = start_api()?;
+        let mut runs = Vec::new();
+        let started = Instant::now();
+        for part in stream.chunks(LOOKUPS / CLI_RUNS) {
+            let input: String = part.iter().map(|&r| address(r) + "\n").collect();
+            let t = Instant::now();
+            let mut child = Command::new(&cli)
+                .env("TIP_API_KEY", "bench-key-0123456789")
+                .env("TIP_ENRICH_CACHE_DIR", work.join("cache-dir"))
+                .args(["--quiet", "--base-url", &api.url, "--cache"])
+                .arg(&store)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(input.as_bytes())?;
+            let out = child.wait_with_output()?;
+            let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+            if lines != part.len() {
+                bail!("a CLI run gave {lines} lines for {} inputs", part.len());
+            }
+            runs.push(t.elapsed());
+        }
+        let cli_wall = started.elapsed();
+        let spent = api.requests.load(Ordering::SeqCst);
+        println!(
+            "CLI, {CLI_RUNS} runs of {}: {spent} API requests (distinct addresses {}, one per lookup {LOOKUPS}): {:.3} of the least, {:.1} % of one per lookup; {:.1} s in all, first run {}, last {}",
+            LOOKUPS / CLI_RUNS,
+            distinct.len(),
+            spent as f64 / distinct.len() as f64,
+            100.0 * spent as f64 / LOOKUPS as f64,
+            cli_wall.as_secs_f64(),
+            ms(runs.first().copied().unwrap_or_default()),
+            ms(runs.last().copied().unwrap_or_default()),
+        );
+        // A cached lookup through the CLI: one process per lookup, as a playbook step.
+        let mut cached = Vec::new();
+        for _ in 0..40 {
+            let t = Instant::now();
+            let out = Command::new(&cli)
+                .env("TIP_API_KEY", "bench-key-0123456789")
+                .env("TIP_ENRICH_CACHE_DIR", work.join("cache-dir"))
+                .args(["--quiet", "--base-url", &api.url, "--cache"])
+                .arg(&store)
+                .arg(address(0))
+                .output()?;
+            cached.push(t.elapsed());
+            if !String::from_utf8_lossy(&out.stdout).contains("\"source\":\"cache\"") {
+                bail!("the CLI's hot address was not served from the store");
+            }
+        }
+        println!(
+            "CLI, a cached lookup (a whole process: start, store, answer): p50 {}, p99 {}",
+            ms(percentile(&mut cached, 0.5)),
+            ms(percentile(&mut cached, 0.99))
+        );
+
+        // 2. 3 serve replicas on one Redis.
+        let api = start_api()?;
+        let redis_port = free_port()?;
+        let _redis = Killed(
+            Command::new("redis-server")
+                .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+                .args(["--port", &redis_port.to_string()])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting redis-server (Debian package redis-server)")?,
+        );
+        wait_listening(redis_port)?;
+        let mut replicas = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..REPLICAS {
+            let port = free_port()?;
+            replicas.push(Killed(
+                Command::new(&cli)
+                    .env("TIP_API_KEY", "bench-key-0123456789")
+                    .args(["--quiet", "--base-url", &api.url])
+                    .args(["--cache", &format!("redis://127.0.0.1:{redis_port}/0")])
+                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            ));
+            ports.push(port);
+        }
+        for &port in &ports {
+            wait_listening(port)?;
+        }
+        let next = Arc::new(AtomicUsize::new(0));
+        let stream = Arc::new(stream);
+        let started = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (next, stream) = (next.clone(), stream.clone());
+                let port = ports[c % REPLICAS];
+                std::thread::spawn(move || -> Result<()> {
+                    let socket = TcpStream::connect(("127.0.0.1", port))?;
+                    socket.set_nodelay(true)?;
+                    let mut conn = BufReader::new(socket);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&rank) = stream.get(i) else {
+                            return Ok(());
+                        };
+                        get(&mut conn, &format!("/v1/ip/{}", address(rank)))?;
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().map_err(|_| anyhow!("a client panicked"))??;
+        }
+        let wall = started.elapsed();
+        let spent = api.requests.load(Ordering::SeqCst);
+        println!(
+            "serve, {REPLICAS} replicas on one Redis, {CLIENTS} clients: {spent} API requests (distinct {}, one per lookup {LOOKUPS}): {:.3} of the least, {:.1} % of one per lookup; {:.0} lookups/s",
+            distinct.len(),
+            spent as f64 / distinct.len() as f64,
+            100.0 * spent as f64 / LOOKUPS as f64,
+            LOOKUPS as f64 / wall.as_secs_f64()
+        );
+        let stream = TcpStream::connect(("127.0.0.1", ports[1]))?;
+        stream.set_nodelay(true)?;
+        let mut conn = BufReader::new(stream);
+        let mut cached = Vec::new();
+        for _ in 0..2_000 {
+            let t = Instant::now();
+            let body = get(&mut conn, &format!("/v1/ip/{}", address(0)))?;
+            cached.push(t.elapsed());
+            if !body.contains("\"source\":\"cache\"") {
+                bail!("serve's hot address was not served from the store");
+            }
+        }
+        println!(
+            "serve, a cached lookup (keep-alive GET, one replica, Redis on loopback): p50 {}, p99 {}",
+            ms(percentile(&mut cached, 0.5)),
+            ms(percentile(&mut cached, 0.99))
+        );
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(())
+    }
+
+    fn tempfile_dir() -> Result<std::path::PathBuf> {
+        let dir = std::env::temp_dir().join(format!("tip-bench-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
 }

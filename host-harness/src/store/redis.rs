@@ -50,7 +50,11 @@ pub(crate) fn connection_info(url: &str) -> Result<ConnectionInfo, SpecError> {
         url: public_url(url),
         reason: scrub(&reason, &url_secrets(url, None)),
     };
-    let info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
+    // No Nagle delay: every command is one small write awaiting its answer.
+    let info = url
+        .into_connection_info()
+        .map_err(|e| bad(e.to_string()))?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     match info.addr() {
         ConnectionAddr::Tcp(host, _) if !host.is_empty() => Ok(info),
         ConnectionAddr::Tcp(..) => Err(bad("no host".to_string())),
