@@ -43,11 +43,25 @@ pub use bindings::exports::tip::enrich::enrich_ip::{
 pub(crate) fn store_limits(max_memory_bytes: usize) -> StoreLimits {
     StoreLimitsBuilder::new()
         .memory_size(max_memory_bytes)
-        .instances(4)
-        .tables(16)
-        .memories(4)
+        .instances(STORE_LIMITS.instances)
+        .tables(STORE_LIMITS.tables)
+        .memories(STORE_LIMITS.memories)
         .build()
 }
+
+/// The counts of [`store_limits`] (`serve` sizes its instance pool by them).
+pub(crate) struct StoreCounts {
+    pub(crate) instances: usize,
+    pub(crate) tables: usize,
+    pub(crate) memories: usize,
+}
+
+/// See [`store_limits`].
+pub(crate) const STORE_LIMITS: StoreCounts = StoreCounts {
+    instances: 4,
+    tables: 16,
+    memories: 4,
+};
 
 /// The component the CLI runs (world `enricher-cached`), built from this
 /// checkout by `build.rs`.
@@ -311,10 +325,18 @@ impl Runtime {
 
     /// The engine every runtime uses (the precompiled cache depends on it).
     pub fn engine() -> wasmtime::Result<Engine> {
+        Engine::new(&Runtime::config())
+    }
+
+    /// The configuration of [`Runtime::engine`], which `serve`'s engine
+    /// starts from ([`crate::serve::engine`]). The instance allocator is no
+    /// part of `Engine::precompile_compatibility_hash`; any tunable is (such
+    /// as `concurrency_support`), and with it the name of the cache file.
+    pub fn config() -> Config {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        Engine::new(&config)
+        config
     }
 
     /// [`Runtime::engine`] that also meters fuel (see [`InstanceOptions::fuel`]).

@@ -20,6 +20,13 @@
 //! answer store ([`ServeOptions::store`], `--cache`) through
 //! `wasi:keyvalue`, so answers outlive the request, and with Redis are shared
 //! with every replica.
+//!
+//! Instances come from wasmtime's pooling allocator ([`engine`]), as under
+//! `wasmtime serve`: a request's linear memory, tables and async stack are
+//! slots reserved once, reset (copy-on-write) when its store is dropped,
+//! instead of being mapped and unmapped per request. A request holds its
+//! slot of [`ServeOptions::max_in_flight`] for as long as its store lives,
+//! so the pool, sized for that many stores at their limits, is never short.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,9 +38,9 @@ use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::io::TokioIo;
@@ -45,7 +52,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::bounded::{self, BodyError, Limits, TokioTimer};
 use crate::egress::{Egress, Hooks, RequestLog};
 use crate::keyvalue::{KvCtx, KvView};
-use crate::runtime::{Runtime, Ticker, load_component, ticks};
+use crate::runtime::{Runtime, STORE_LIMITS, Ticker, load_component, ticks};
 
 /// The service component built from this checkout by `build.rs`.
 pub const SERVICE_COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_SERVICE_COMPONENT_PATH"));
@@ -141,15 +148,73 @@ pub struct Service {
     pre: ProxyPre<ServeState>,
     options: ServeOptions,
     config: Arc<WasiConfigVariables>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     _ticker: Ticker,
 }
+
+/// The engine of `serve`: [`Runtime::config`] (epoch interruption included)
+/// with two changes for one short-lived instance per request:
+///
+/// - the pooling allocator, sized for `max_in_flight` stores at the limits
+///   of [`crate::runtime::store_limits`] (instances, memories, tables), each
+///   memory capped at `max_memory_bytes` too; tables are reset with a
+///   `memset` (their size is all they cost) and freed memories are
+///   `madvise`d in batches of [`DECOMMIT_BATCH`], fewer TLB shootdowns. No
+///   `pagemap_scan`: wasmtime 48 misses dirty pages that were swapped out
+///   (bytecodealliance/wasmtime#14357), and a request must never see the
+///   last one's memory;
+/// - no concurrency support (`Config::concurrency_support(false)`): the
+///   service world is a WASIp2 proxy; the component-model-async state of
+///   every store cost time on each request and an error (with a backtrace
+///   under `RUST_BACKTRACE=1`) at each store's drop.
+///
+/// The allocator is no part of the engine's compatibility hash, the
+/// concurrency setting is (a tunable), so the precompiled cache keeps
+/// `serve`'s artefact in a file of its own beside the CLI's and stays
+/// correct. Where the pool cannot be reserved (a small address space,
+/// `ulimit -v`), the on-demand allocator.
+pub fn engine(max_in_flight: usize, max_memory_bytes: usize) -> wasmtime::Result<Engine> {
+    let slots = u32::try_from(max_in_flight.max(1)).unwrap_or(u32::MAX);
+    let per_store = |n: usize| slots.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(per_store(STORE_LIMITS.instances))
+        .total_memories(per_store(STORE_LIMITS.memories))
+        .total_tables(per_store(STORE_LIMITS.tables))
+        // One fiber at a time per store; the rest is headroom, address
+        // space only until used.
+        .total_stacks(per_store(2))
+        // At most the table's own size is reset by hand, the rest (none for
+        // ours) by `madvise`.
+        .table_keep_resident(1 << 20)
+        .decommit_batch_size(DECOMMIT_BATCH);
+    let mut capped = pool.clone();
+    capped.max_memory_size(max_memory_bytes);
+    // Capped if the cap fits the memory reservation (4 GiB on 64-bit hosts),
+    // else the store limiter alone caps memory.
+    let config = |strategy| {
+        let mut config = Runtime::config();
+        config.concurrency_support(false);
+        config.allocation_strategy(strategy);
+        config
+    };
+    for pool in [capped, pool] {
+        if let Ok(engine) = Engine::new(&config(InstanceAllocationStrategy::Pooling(pool))) {
+            return Ok(engine);
+        }
+    }
+    Engine::new(&config(InstanceAllocationStrategy::OnDemand))
+}
+
+/// Freed linear memories `madvise`d at once (wasmtime's default is 1); an
+/// allocation that finds the pool short flushes the queue first.
+const DECOMMIT_BATCH: usize = 16;
 
 impl Service {
     /// Loads `wasm` (through the precompiled cache) and links WASI, wasi-http
     /// and wasi:config for it.
     pub fn new(wasm: &[u8], options: ServeOptions) -> wasmtime::Result<Service> {
-        let engine = Runtime::engine()?;
+        let engine = engine(options.max_in_flight, options.max_memory_bytes)?;
         let component: Component = load_component(&engine, wasm)?;
         let mut linker: Linker<ServeState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -167,7 +232,7 @@ impl Service {
             _ticker: Ticker::start(engine.clone()),
             engine,
             pre,
-            slots: Semaphore::new(options.max_in_flight.max(1)),
+            slots: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             config,
             options,
         })
@@ -213,9 +278,11 @@ impl Service {
             Ok(body) => body,
             Err(e) => return refused(&e),
         };
-        let _slot = self.slots.acquire().await;
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            unreachable!("the semaphore is never closed")
+        };
         match self
-            .run(hyper::Request::from_parts(parts, Full::new(body)))
+            .run(hyper::Request::from_parts(parts, Full::new(body)), slot)
             .await
         {
             Ok(response) => response,
@@ -237,9 +304,12 @@ impl Service {
         }
     }
 
+    /// Runs `request` on a fresh instance; `slot` is released once its store
+    /// is dropped (after the body is written, or at the budget).
     async fn run(
         self: &Arc<Self>,
         request: hyper::Request<Full<Bytes>>,
+        slot: OwnedSemaphorePermit,
     ) -> Result<hyper::Response<HyperOutgoingBody>, Failed> {
         let mut store = self.store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -253,13 +323,19 @@ impl Service {
         // The handler keeps running after the head is sent, writing the body.
         // At the budget the task's future is dropped, and with it the store
         // and the response outparam, wherever the guest is waiting.
-        let task = tokio::task::spawn(tokio::time::timeout(budget, async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
-        }));
+        let task = tokio::task::spawn(async move {
+            let answer = tokio::time::timeout(budget, async move {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            })
+            .await;
+            // The store went with the timeout's future: its pool slots are free.
+            drop(slot);
+            answer
+        });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(wasmtime::format_err!("the component answered {code:?}").into()),
@@ -354,6 +430,9 @@ pub async fn serve(
             accepted = listener.accept() => accepted?,
             () = &mut shutdown => return Ok(()),
         };
+        // An answer is a head and body chunks written as the guest makes
+        // them; Nagle's algorithm would hold the small ones back.
+        let _ = stream.set_nodelay(true);
         let service = service.clone();
         tokio::task::spawn(async move {
             let log = service.options.log_requests;
@@ -362,9 +441,10 @@ pub async fn serve(
                 let service = service.clone();
                 async move {
                     let started = Instant::now();
-                    let line = format!("{} {}", request.method(), request.uri().path());
+                    let line =
+                        log.then(|| format!("{} {}", request.method(), request.uri().path()));
                     let response = service.handle(request).await;
-                    if log {
+                    if let Some(line) = line {
                         eprintln!(
                             "tip-enrich: {line} -> {} in {} ms",
                             response.status().as_u16(),
@@ -392,6 +472,27 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::egress::Egress;
+
+    /// `serve`'s engine differs from the CLI's in a tunable, so its
+    /// precompiled artefact has a cache file of its own: one file for both
+    /// would be rewritten by each in turn, since neither can load the other's.
+    #[test]
+    fn serve_engine_has_a_cache_file_of_its_own() {
+        let wasm = b"(component)";
+        let serve = engine(4, 1 << 20).unwrap();
+        let cli = Runtime::engine().unwrap();
+        let hash = |engine: &Engine| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        assert_ne!(hash(&serve), hash(&cli));
+        let compiled = serve.precompile_component(wasm).unwrap();
+        // SAFETY: produced just above by a wasmtime engine of this build.
+        assert!(unsafe { Component::deserialize(&serve, &compiled) }.is_ok());
+        assert!(unsafe { Component::deserialize(&cli, &compiled) }.is_err());
+    }
 
     #[test]
     fn serve_options_debug_hides_config_values() {

@@ -14,6 +14,10 @@
 //! concurrency 1, 8 and 32 against the ideal; a sequential Python client on
 //! the same batch; CLI startup with a warm precompiled cache; peak RSS of the
 //! CLI and peak guest linear memory for the batch.
+//!
+//! `tip-bench serve-vs-wasmtime` (its own section, [`serve_vs_wasmtime`]):
+//! throughput of `tip-enrich serve` against the stock `wasmtime serve` on the
+//! same service component, interleaved rounds; `--help` for its flags.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -264,6 +268,9 @@ fn cli_batch(
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("store") {
         return store_bench::run();
+    }
+    if std::env::args().nth(1).as_deref() == Some("serve-vs-wasmtime") {
+        return serve_vs_wasmtime::run(std::env::args().skip(2));
     }
     let mut table = Table;
     println!("{:<58} {:>14}  note", "measure", "value");
@@ -874,5 +881,396 @@ mod store_bench {
         let dir = std::env::temp_dir().join(format!("tip-bench-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
+    }
+}
+
+/// `tip-bench serve-vs-wasmtime`: throughput of `tip-enrich serve` against
+/// the stock `wasmtime serve` on the same service component, side by side
+/// and interleaved (the machine is noisy): each round runs every server in
+/// turn, the order alternating between rounds, and the table gives the
+/// median of the rounds. Loopback only, requests that cost no network (a
+/// reserved address and `/healthz`), keep-alive connections from one
+/// single-threaded load generator. `--baseline PATH` adds a third server,
+/// another build of `tip-enrich` (before/after a change).
+///
+/// ```sh
+/// bash hosts/setup.sh   # the pinned wasmtime CLI
+/// cargo build --release -p host-harness
+/// cargo run --release -p host-harness --bin tip-bench -- serve-vs-wasmtime --rounds 7 --secs 3
+/// ```
+mod serve_vs_wasmtime {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, anyhow, bail};
+    use bytes::Bytes;
+    use clap::Parser;
+    use http_body_util::{BodyExt, Empty};
+    use wasmtime_wasi_http::io::TokioIo;
+
+    /// Throughput of `tip-enrich serve` against `wasmtime serve`.
+    #[derive(Debug, Parser)]
+    #[command(name = "tip-bench serve-vs-wasmtime")]
+    struct Args {
+        /// Rounds per (path, concurrency); each round runs every server once.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of load per server per round.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Keep-alive connections, each with one request at a time.
+        #[arg(long, value_delimiter = ',', default_values_t = [8usize, 32])]
+        concurrency: Vec<usize>,
+        /// Paths to GET (none costs a request to the network).
+        #[arg(long, value_delimiter = ',', default_values_t = ["/v1/ip/10.0.0.1".to_owned(), "/healthz".to_owned()])]
+        paths: Vec<String>,
+        /// The stock wasmtime CLI [default: $TIP_HOSTS_DIR/bin/wasmtime, else
+        /// ~/.cache/tip-enrich/hosts/bin/wasmtime, as hosts/setup.sh installs it].
+        #[arg(long)]
+        wasmtime: Option<PathBuf>,
+        /// `tip-enrich` to measure [default: beside this binary].
+        #[arg(long)]
+        tip_enrich: Option<PathBuf>,
+        /// Another `tip-enrich` build to measure in the same rounds.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// The service component both run [default: the one this build embeds].
+        #[arg(long)]
+        component: Option<PathBuf>,
+    }
+
+    /// A server under test, killed on drop.
+    struct Server {
+        name: String,
+        addr: SocketAddr,
+        command: String,
+        child: Child,
+        log: PathBuf,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_addr() -> Result<SocketAddr> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    }
+
+    /// Starts `program args` and waits until it accepts connections.
+    fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Server> {
+        let addr: SocketAddr = args
+            .iter()
+            .find_map(|a| a.parse().ok())
+            .ok_or_else(|| anyhow!("no address in the arguments"))?;
+        let log = log_dir.join(format!(
+            "{}.log",
+            name.replace(|c: char| !c.is_alphanumeric(), "-")
+        ));
+        let child = Command::new(program)
+            .args(args)
+            // The key the service wants to call itself configured; no request
+            // here reaches the network (the base URL is a closed port).
+            .env("TIP_API_KEY", "bench")
+            .env("TIP_ENRICH_CACHE_DIR", log_dir.join("cache"))
+            // As deployed: an error made on a request's path would otherwise
+            // capture a backtrace (both hosts do, on some paths).
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut server = Server {
+            name: name.to_owned(),
+            addr,
+            command: format!("{} {}", program.display(), args.join(" ")),
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "{name} exited ({status}): {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not listen on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// What one load run did.
+    struct Load {
+        ok: u64,
+        failed: u64,
+        elapsed: Duration,
+        latencies: Vec<Duration>,
+    }
+
+    impl Load {
+        fn rps(&self) -> f64 {
+            self.ok as f64 / self.elapsed.as_secs_f64()
+        }
+    }
+
+    /// One keep-alive connection sending `GET path` back to back until `until`.
+    async fn connection(
+        addr: SocketAddr,
+        path: String,
+        until: tokio::time::Instant,
+    ) -> Result<(u64, u64, Vec<Duration>)> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| anyhow!("handshake: {e}"))?;
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+        let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+        while tokio::time::Instant::now() < until {
+            let request = hyper::Request::get(path.as_str())
+                .header(hyper::header::HOST, "127.0.0.1")
+                .body(Empty::<Bytes>::new())?;
+            let started = Instant::now();
+            sender
+                .ready()
+                .await
+                .map_err(|e| anyhow!("connection: {e}"))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| anyhow!("request: {e}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| anyhow!("body: {e}"))?
+                .to_bytes();
+            latencies.push(started.elapsed());
+            if status == hyper::StatusCode::OK && !body.is_empty() {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        Ok((ok, failed, latencies))
+    }
+
+    /// `concurrency` connections on `GET path` for `secs`, on one thread.
+    fn load(addr: SocketAddr, path: &str, concurrency: usize, secs: f64) -> Result<Load> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let started = Instant::now();
+            let until = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| tokio::task::spawn_local(connection(addr, path.to_owned(), until)))
+                .collect();
+            let mut total = Load {
+                ok: 0,
+                failed: 0,
+                elapsed: Duration::ZERO,
+                latencies: Vec::new(),
+            };
+            for task in tasks {
+                let (ok, failed, latencies) = task.await??;
+                total.ok += ok;
+                total.failed += failed;
+                total.latencies.extend(latencies);
+            }
+            total.elapsed = started.elapsed();
+            Ok(total)
+        })
+    }
+
+    fn median(mut xs: Vec<f64>) -> f64 {
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "n/a".into())
+    }
+
+    fn default_wasmtime() -> Option<PathBuf> {
+        let dir = match std::env::var_os("TIP_HOSTS_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/tip-enrich/hosts"),
+        };
+        Some(dir.join("bin/wasmtime"))
+    }
+
+    pub fn run(argv: impl Iterator<Item = String>) -> Result<()> {
+        let args = Args::parse_from(std::iter::once("serve-vs-wasmtime".to_owned()).chain(argv));
+        let wasmtime = args
+            .wasmtime
+            .clone()
+            .or_else(default_wasmtime)
+            .filter(|p| p.exists())
+            .ok_or_else(|| {
+                anyhow!("no wasmtime CLI: run `bash hosts/setup.sh` or pass --wasmtime")
+            })?;
+        let tip_enrich = match &args.tip_enrich {
+            Some(p) => p.clone(),
+            None => super::cli_path()?,
+        };
+        let component = args
+            .component
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(host_harness::runtime::SERVICE_COMPONENT_PATH));
+        let wasm = component.display().to_string();
+        let dir = std::env::temp_dir().join(format!("tip-bench-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let version = Command::new(&wasmtime).arg("--version").output()?;
+        let base_url = "http://127.0.0.1:9";
+
+        let mut servers = Vec::new();
+        let addr = free_addr()?.to_string();
+        servers.push(start(
+            "wasmtime serve",
+            &wasmtime,
+            &[
+                "serve",
+                "-S",
+                "cli",
+                "-S",
+                "http",
+                "-S",
+                "config",
+                "-S",
+                "config-var=tip_api_key=bench",
+                "-S",
+                &format!("config-var=tip_base_url={base_url}"),
+                "--addr",
+                &addr,
+                &wasm,
+            ]
+            .map(str::to_owned),
+            &dir,
+        )?);
+        let ours = |name: &str, program: &Path| -> Result<Server> {
+            let addr = free_addr()?.to_string();
+            start(
+                name,
+                program,
+                &[
+                    "serve",
+                    "-q",
+                    "--base-url",
+                    base_url,
+                    "--listen",
+                    &addr,
+                    "--service-component",
+                    &wasm,
+                ]
+                .map(str::to_owned),
+                &dir,
+            )
+        };
+        servers.push(ours("tip-enrich serve", &tip_enrich)?);
+        if let Some(baseline) = &args.baseline {
+            servers.push(ours("tip-enrich serve (baseline)", baseline)?);
+        }
+
+        println!(
+            "serve throughput: {} rounds x {} s per server, interleaved",
+            args.rounds, args.secs
+        );
+        println!(
+            "wasmtime: {}",
+            String::from_utf8_lossy(&version.stdout).trim()
+        );
+        for s in &servers {
+            println!("{:<30} {}", s.name, s.command);
+        }
+        println!("load average before: {}", loadavg());
+        // Warm-up: compile caches, pools, the kernel's socket state.
+        for s in &servers {
+            for path in &args.paths {
+                load(s.addr, path, 8, 0.5)?;
+            }
+        }
+        println!(
+            "\n{:<18} {:>4}  {:<30} {:>10} {:>9} {:>9}  {:>7}  rounds (req/s)",
+            "path", "conc", "server", "req/s", "p50", "p99", "ratio"
+        );
+        for path in &args.paths {
+            for &concurrency in &args.concurrency {
+                let mut rps = vec![Vec::new(); servers.len()];
+                let mut lat = vec![Vec::new(); servers.len()];
+                for round in 0..args.rounds {
+                    let mut order: Vec<usize> = (0..servers.len()).collect();
+                    if round % 2 == 1 {
+                        order.reverse();
+                    }
+                    for i in order {
+                        let Some(s) = servers.get(i) else { continue };
+                        let l = load(s.addr, path, concurrency, args.secs)?;
+                        if l.failed > 0 {
+                            bail!(
+                                "{}: {} of {} requests failed",
+                                s.name,
+                                l.failed,
+                                l.failed + l.ok
+                            );
+                        }
+                        if let Some(r) = rps.get_mut(i) {
+                            r.push(l.rps());
+                        }
+                        if let Some(v) = lat.get_mut(i) {
+                            v.extend(l.latencies);
+                        }
+                    }
+                }
+                let reference = rps.first().cloned().map(median).unwrap_or(f64::NAN);
+                for (i, s) in servers.iter().enumerate() {
+                    let r = rps.get(i).cloned().unwrap_or_default();
+                    let mut l = lat.get(i).cloned().unwrap_or_default();
+                    l.sort();
+                    let pct = |p: f64| {
+                        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                            .map_or_else(
+                                || "n/a".into(),
+                                |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+                            )
+                    };
+                    let m = median(r.clone());
+                    println!(
+                        "{:<18} {:>4}  {:<30} {:>10.0} {:>9} {:>9}  {:>6.2}x  {}",
+                        path,
+                        concurrency,
+                        s.name,
+                        m,
+                        pct(0.5),
+                        pct(0.99),
+                        m / reference,
+                        r.iter()
+                            .map(|x| format!("{x:.0}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                }
+            }
+        }
+        println!("\nload average after: {}", loadavg());
+        drop(servers);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
     }
 }
