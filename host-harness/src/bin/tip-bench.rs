@@ -1154,6 +1154,8 @@ mod serve_vs_wasmtime {
                 "-S",
                 "config",
                 "-S",
+                "keyvalue",
+                "-S",
                 "config-var=tip_api_key=bench",
                 "-S",
                 &format!("config-var=tip_base_url={base_url}"),
