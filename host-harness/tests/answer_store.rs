@@ -548,3 +548,40 @@ fn issue_11_a_lease_holder_killed_mid_request_is_taken_over() {
     assert_eq!(lines(&out)[0]["zone"], "green");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn issue_11_an_alert_storm_on_serve_costs_one_request() {
+    let work = tempfile::tempdir().unwrap();
+    let server = api(Duration::from_millis(300));
+    let store = work.path().join("answers.sqlite");
+    let store = store.to_str().unwrap();
+    let env = [
+        ("TIP_API_KEY", KEY),
+        ("TIP_BASE_URL", &server.url() as &str),
+        ("TIP_ENRICH_CACHE", store),
+    ];
+    let serve = Serving::start(&[], &env);
+    let addr = serve.addr.clone();
+    let storm: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                common::serving::request(&addr, "GET", "/v1/ip/45.9.148.108", "")
+            })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for answer in storm {
+        let answer = answer.join().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let v: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(v["zone"], "red");
+        sources.push(v["source"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(requests(&server), 1, "16 requests at once, one API request");
+    assert_eq!(
+        sources.iter().filter(|s| *s == "api").count(),
+        1,
+        "{sources:?}"
+    );
+}
