@@ -6,6 +6,7 @@
 //! - [`recordings`]: the recording format, loader, matcher and writer.
 //! - [`output`]: the CLI's JSON Lines.
 //! - [`serve`]: `tip-enrich serve`, the service component over HTTP.
+//! - [`splunk`]: `tip-enrich splunk-lookup`, Splunk's external lookup protocol.
 //! - [`store`]: the answer store's backends (SQLite, Redis, memory).
 //! - [`bounded`]: deadlines and a cap on an incoming body (for `serve`, and
 //!   any later proxy that streams bodies).
@@ -19,6 +20,7 @@ pub mod output;
 pub mod recordings;
 pub mod runtime;
 pub mod serve;
+pub mod splunk;
 pub mod store;
 
 /// Directory of the bundled recordings (the README's demo).

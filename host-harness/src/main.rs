@@ -2,7 +2,8 @@
 //!
 //! stdout is JSON Lines, one object per input in input order. Exit status: 0
 //! when every line is a verdict, 1 when any line is an error, 2 for usage or
-//! configuration errors.
+//! configuration errors. `splunk-lookup` speaks Splunk's CSV instead and
+//! exits 0 even when rows failed.
 
 use std::io::{BufRead, BufWriter, IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -18,9 +19,10 @@ use host_harness::keyvalue::KvCtx;
 use host_harness::output::{Shape, error_line, report_line, trap_line, verdict_line};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
-    EnrichError, InstanceOptions, Runner, Runtime, Verdict, empty_settings,
+    EnrichError, InstanceOptions, Report, Runner, Runtime, Settings, Verdict, empty_settings,
 };
 use host_harness::serve::{SERVICE_COMPONENT, ServeOptions, Service};
+use host_harness::splunk;
 use host_harness::store::{self, Guarded, StoreOptions, StoreSpec};
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -53,6 +55,23 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Answer Splunk's external lookup protocol: CSV on stdin whose header
+    /// names the lookup's fields, rows with the input field filled; the same
+    /// header and rows on stdout with the verdict's fields filled (README,
+    /// "Splunk"). Exit 0 even when rows failed.
+    SplunkLookup(SplunkArgs),
+}
+
+#[derive(Debug, Args)]
+struct SplunkArgs {
+    /// The column holding the addresses; it is echoed, never overwritten.
+    #[arg(long, value_name = "NAME", default_value = "ip")]
+    input_field: String,
+
+    /// The lookup's field names, as Splunk passes them from `external_cmd`;
+    /// accepted and ignored (the CSV header names the same fields).
+    #[arg(value_name = "FIELD")]
+    fields: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,47 +544,146 @@ async fn shutdown_signal() {
     }
 }
 
+/// The lookup path of a run (the default command and `splunk-lookup`): the
+/// component on one instance at a time, its settings and its budgets.
+struct Lookups {
+    runner: Runner,
+    settings: Settings,
+    /// Epoch budget of one lookup: its deadline (retries included) and a second.
+    per_lookup: Duration,
+    concurrency: usize,
+}
+
+/// Per input: a verdict, an error, or a trap (its message).
+type Outcome<T> = Result<Result<T, EnrichError>, String>;
+
+impl Lookups {
+    /// Key, settings, egress (the demo when there is no key), the component
+    /// and the answer store of `cli`. With `strict`, a setting the component
+    /// would refuse is an error here (exit 2); otherwise the host runs on the
+    /// defaults for its own budgets and the component answers each input with
+    /// the `config` error.
+    fn new(cli: &Cli, matches: &ArgMatches, purpose: Purpose, strict: bool) -> Result<Lookups> {
+        let key = read_key(cli)?;
+        let config = match resolve(&given_settings(matches, None), purpose) {
+            Ok(config) => config,
+            Err(e) if strict => return Err(e),
+            Err(_) => resolve(&Vec::new(), purpose)?,
+        };
+        let (egress, key) = egress(cli, &config, key)?;
+        let runtime = match &cli.component {
+            Some(path) => Runtime::from_file(path),
+            None => Runtime::bundled(),
+        }
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("loading the component")?;
+        let mut options = InstanceOptions::new(egress);
+        options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
+        options.store = open_store(cli)?;
+        // The component reads every setting from its environment, as in any
+        // other host (`wasmtime run --env`); the call passes `{:}`.
+        options.env = given_settings(matches, key)
+            .into_iter()
+            .map(|(s, v)| (s.env.to_owned(), v))
+            .collect();
+        Ok(Lookups {
+            runner: Runner::new(runtime, options),
+            settings: empty_settings(),
+            per_lookup: Duration::from_millis(u64::from(config.deadline_ms))
+                + Duration::from_secs(1),
+            concurrency: config.concurrency.max(1) as usize,
+        })
+    }
+
+    /// Addresses per call: every slot busy, memory flat.
+    fn chunk_size(&self) -> usize {
+        CHUNK_PER_SLOT * self.concurrency
+    }
+
+    /// Verdicts for `chunk`, in order: one `enrich-batch` call; after a trap
+    /// (or a wrong-length answer), one by one on fresh instances so one bad
+    /// input cannot sink its neighbours.
+    fn enrich_chunk(&mut self, chunk: &[String]) -> Vec<Outcome<Verdict>> {
+        let rounds = chunk.len().div_ceil(self.concurrency);
+        let budget =
+            self.per_lookup * u32::try_from(rounds).unwrap_or(u32::MAX) + Duration::from_secs(5);
+        let settings = &self.settings;
+        match self
+            .runner
+            .call(|i| i.enrich_batch(chunk, settings, budget))
+        {
+            Ok(results) if results.len() == chunk.len() => results.into_iter().map(Ok).collect(),
+            _ => chunk
+                .iter()
+                .map(|ip| {
+                    self.runner
+                        .call(|i| i.enrich(ip, settings, self.per_lookup))
+                        .map_err(|t| t.to_string())
+                })
+                .collect(),
+        }
+    }
+
+    /// `--full`: one `lookup` call per address.
+    fn lookup_chunk(&mut self, chunk: &[String]) -> Vec<Outcome<Report>> {
+        let settings = &self.settings;
+        chunk
+            .iter()
+            .map(|ip| {
+                self.runner
+                    .call(|i| i.lookup(ip, settings, self.per_lookup))
+                    .map_err(|t| t.to_string())
+            })
+            .collect()
+    }
+}
+
+/// `tip-enrich splunk-lookup`: Splunk's CSV on stdin, the same CSV with the
+/// verdicts' fields filled on stdout (`host_harness::splunk`). Exit 0 even
+/// when rows failed (Splunk takes a nonzero exit for a failed lookup); 2 for
+/// configuration errors and input that is not the protocol's CSV.
+fn splunk_lookup(cli: &Cli, matches: &ArgMatches, args: &SplunkArgs) -> Result<ExitCode> {
+    let mut lookups = Lookups::new(cli, matches, Purpose::Verdict, true)?;
+    let chunk_rows = lookups.chunk_size();
+    let stdout = std::io::stdout();
+    let result = splunk::lookup_csv(
+        std::io::stdin().lock(),
+        BufWriter::new(stdout.lock()),
+        &args.input_field,
+        chunk_rows,
+        |ips| lookups.enrich_chunk(ips),
+    );
+    match result {
+        Ok(summary) => {
+            if summary.failed > 0 && !cli.quiet {
+                eprintln!(
+                    "tip-enrich: {} of {} rows failed (their output fields are empty)",
+                    summary.failed, summary.rows
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_closed_pipe() => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Serve(args)) => return serve(&cli, matches, args),
         Some(Command::Cache { action }) => return cache_command(&cli, action),
+        Some(Command::SplunkLookup(args)) => return splunk_lookup(&cli, matches, args),
         None => {}
     }
-    let key = read_key(&cli)?;
     let purpose = if cli.full {
         Purpose::Report
     } else {
         Purpose::Verdict
     };
     // A setting the component will refuse still gets one error line per
-    // input (kind `config`, exit 2), from the component itself: the host
-    // then runs on the defaults for its own budgets.
-    let config = match resolve(&given_settings(matches, None), purpose) {
-        Ok(config) => config,
-        Err(_) => resolve(&Vec::new(), purpose)?,
-    };
-    let (egress, key) = egress(&cli, &config, key)?;
-    let runtime = match &cli.component {
-        Some(path) => Runtime::from_file(path),
-        None => Runtime::bundled(),
-    }
-    .map_err(|e| anyhow::anyhow!("{e:?}"))
-    .context("loading the component")?;
-    let mut options = InstanceOptions::new(egress);
-    options.max_memory_bytes = cli.max_memory_mb.saturating_mul(1024 * 1024);
-    options.store = open_store(&cli)?;
-    // The component reads every setting from its environment, as in any
-    // other host (`wasmtime run --env`); the call passes `{:}`.
-    options.env = given_settings(matches, key)
-        .into_iter()
-        .map(|(s, v)| (s.env.to_owned(), v))
-        .collect();
-    let settings = empty_settings();
-    let mut runner = Runner::new(runtime, options);
-    // Epoch budgets: a lookup takes at most its deadline (retries included).
-    let per_lookup = Duration::from_millis(u64::from(config.deadline_ms)) + Duration::from_secs(1);
-    let concurrency = config.concurrency.max(1) as usize;
-    let chunk_size = CHUNK_PER_SLOT * concurrency;
+    // input (kind `config`, exit 2), from the component itself.
+    let mut lookups = Lookups::new(&cli, matches, purpose, false)?;
+    let chunk_size = lookups.chunk_size();
     let bar = progress(cli.quiet);
 
     let mut ips: Box<dyn Iterator<Item = String>> = if cli.ips.is_empty() {
@@ -588,40 +706,22 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         if chunk.is_empty() {
             break;
         }
-        // Per input: Ok(Ok(line)) a verdict or report, Ok(Err(e)) an error, Err(trap).
+        // Per input: a line and its quota, an error, or a trap.
         type Line = (String, Option<(u64, u64)>);
-        type Outcome = Result<Result<Line, EnrichError>, String>;
-        let outcomes: Vec<Outcome> = if cli.full {
-            chunk
-                .iter()
-                .map(|ip| {
-                    runner
-                        .call(|i| i.lookup(ip, &settings, per_lookup))
-                        .map(|r| r.map(|report| (report_line(&report), quota_of(&report.verdict))))
-                        .map_err(|t| t.to_string())
+        let outcomes: Vec<Outcome<Line>> = if cli.full {
+            lookups
+                .lookup_chunk(&chunk)
+                .into_iter()
+                .map(|o| {
+                    o.map(|r| r.map(|report| (report_line(&report), quota_of(&report.verdict))))
                 })
                 .collect()
         } else {
-            let rounds = chunk.len().div_ceil(concurrency);
-            let budget =
-                per_lookup * u32::try_from(rounds).unwrap_or(u32::MAX) + Duration::from_secs(5);
-            match runner.call(|i| i.enrich_batch(&chunk, &settings, budget)) {
-                Ok(results) if results.len() == chunk.len() => results
-                    .into_iter()
-                    .map(|r| Ok(r.map(|v| verdict_line(&v))))
-                    .collect(),
-                // A trap (or a wrong-length answer): retry one by one on fresh
-                // instances so one bad input cannot sink its neighbours.
-                _ => chunk
-                    .iter()
-                    .map(|ip| {
-                        runner
-                            .call(|i| i.enrich(ip, &settings, per_lookup))
-                            .map(|r| r.map(|v| verdict_line(&v)))
-                            .map_err(|t| t.to_string())
-                    })
-                    .collect(),
-            }
+            lookups
+                .enrich_chunk(&chunk)
+                .into_iter()
+                .map(|o| o.map(|r| r.map(|v| verdict_line(&v))))
+                .collect()
         };
         for (ip, outcome) in chunk.iter().zip(outcomes) {
             let line = match outcome {
