@@ -501,36 +501,52 @@ impl<'a> AnswerStore<'a> {
         }
     }
 
-    /// Whether a lookup may send now, at `now_ms`.
-    pub fn quota_gate(&mut self, now_ms: u64) -> QuotaGate {
+    /// The account's quota entry, if one is recorded.
+    fn quota_entry(&mut self) -> Option<QuotaEntry> {
         let key = self.scope.quota_key();
-        let Some(bytes) = self.with(|kv| kv.get(&key)).flatten() else {
-            return QuotaGate::Open;
-        };
-        let Ok(entry) = serde_json::from_slice::<QuotaEntry>(&bytes) else {
-            return QuotaGate::Open;
-        };
-        if entry.v != VERSION {
-            return QuotaGate::Open;
-        }
-        let recorded = format!(
+        let bytes = self.with(|kv| kv.get(&key)).flatten()?;
+        serde_json::from_slice::<QuotaEntry>(&bytes)
+            .ok()
+            .filter(|e| e.v == VERSION)
+    }
+
+    /// How the quota ran out, for messages.
+    fn recorded(entry: &QuotaEntry) -> String {
+        format!(
             "the request quota ran out ({}; recorded {})",
             entry.reason,
             utc_timestamp(entry.fetched_at)
-        );
-        if now_ms < entry.probe_due {
-            let secs = (entry.probe_due - now_ms).div_ceil(1000);
-            return QuotaGate::Closed(format!(
-                "{recorded}; nothing was sent during the cool-down; the next probe is due at {} (in {secs} s)",
-                utc_timestamp(entry.probe_due)
-            ));
+        )
+    }
+
+    /// The message of a cool-down still running at `now_ms`, if one is.
+    /// Reads only: it never takes the probe.
+    pub fn quota_cooling(&mut self, now_ms: u64) -> Option<String> {
+        let entry = self.quota_entry().filter(|e| now_ms < e.probe_due)?;
+        let secs = (entry.probe_due - now_ms).div_ceil(1000);
+        Some(format!(
+            "{}; nothing was sent during the cool-down; the next probe is due at {} (in {secs} s)",
+            Self::recorded(&entry),
+            utc_timestamp(entry.probe_due)
+        ))
+    }
+
+    /// Whether a lookup may send now, at `now_ms`; when a cool-down is over,
+    /// the first caller takes the probe.
+    pub fn quota_gate(&mut self, now_ms: u64) -> QuotaGate {
+        if let Some(message) = self.quota_cooling(now_ms) {
+            return QuotaGate::Closed(message);
         }
+        let Some(entry) = self.quota_entry() else {
+            return QuotaGate::Open;
+        };
         let window = now_ms / self.lease_ms;
         let probe = self.scope.probe_key(window);
         match self.with(|kv| kv.increment(&probe, 1)) {
             Some(1) | None => QuotaGate::Probe,
             Some(_) => QuotaGate::Closed(format!(
-                "{recorded}; another lookup is probing whether it is back (the probe was due at {}); nothing was sent",
+                "{}; another lookup is probing whether it is back (the probe was due at {}); nothing was sent",
+                Self::recorded(&entry),
                 utc_timestamp(entry.probe_due)
             )),
         }

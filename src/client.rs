@@ -334,6 +334,7 @@ impl Run<'_, '_> {
     /// Passes the quota gate, then sends or waits for every slot in `open`.
     fn resolve(&mut self, open: Vec<usize>) {
         let now = self.wall_ms();
+        let mut waiting = Vec::new();
         let open = match self.answers.quota_gate(now) {
             QuotaGate::Open => open,
             QuotaGate::Closed(message) => {
@@ -342,31 +343,29 @@ impl Run<'_, '_> {
             }
             QuotaGate::Probe => {
                 // One request finds out whether the quota is back.
-                let (first, rest) = open
-                    .split_first()
-                    .map_or((None, &[][..]), |(f, r)| (Some(*f), r));
-                let Some(first) = first else { return };
-                self.lease_and_send(&[first]);
-                let back = matches!(
-                    self.slots.get(first).and_then(|s| s.result.as_ref()),
-                    Some(Ok(Found::Answer(s, _))) if !quota_exhausted(s)
-                ) || matches!(
-                    self.slots.get(first).and_then(|s| s.result.as_ref()),
-                    Some(Ok(Found::Missing | Found::Stored(_)))
-                );
+                let Some((&first, rest)) = open.split_first() else {
+                    return;
+                };
+                waiting = self.lease_and_send(&[first]);
+                let back = match self.slots.get(first).and_then(|s| s.result.as_ref()) {
+                    Some(Ok(Found::Answer(sections, _))) => !quota_exhausted(sections),
+                    Some(Ok(Found::Missing | Found::Stored(_))) => true,
+                    _ => false,
+                };
                 if back {
                     self.answers.clear_quota();
+                    rest.to_vec()
                 } else {
                     let now = self.wall_ms();
-                    if let QuotaGate::Closed(message) = self.answers.quota_gate(now) {
-                        self.fail(rest, &Error::QuotaCooldown(message));
-                        return;
-                    }
+                    let message = self.answers.quota_cooling(now).unwrap_or_else(|| {
+                        "the request quota ran out earlier, and the probe of whether it is back got no answer; nothing else was sent; the next lookup probes again".to_owned()
+                    });
+                    self.fail(rest, &Error::QuotaCooldown(message));
+                    Vec::new()
                 }
-                rest.to_vec()
             }
         };
-        let waiting = self.lease_and_send(&open);
+        waiting.extend(self.lease_and_send(&open));
         self.wait_for_others(waiting);
     }
 
@@ -444,8 +443,9 @@ impl Run<'_, '_> {
             if waiting.is_empty() {
                 return;
             }
-            // A holder that ran out of quota stops every waiter too.
-            if let QuotaGate::Closed(message) = self.answers.quota_gate(wall) {
+            // A holder that ran out of quota stops every waiter too (read
+            // only: a waiter never takes the probe).
+            if let Some(message) = self.answers.quota_cooling(wall) {
                 self.fail(&waiting, &Error::QuotaCooldown(message));
                 return;
             }

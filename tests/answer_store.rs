@@ -332,7 +332,6 @@ fn issue_11_a_holder_that_died_is_taken_over_after_its_lease() {
 
 #[test]
 fn issue_11_waiting_ends_at_the_lookups_own_deadline() {
-    let mut store = shared(None);
     // Every window is taken by the other process.
     struct Always(Shared);
     impl KeyValue for Always {
@@ -349,7 +348,7 @@ fn issue_11_waiting_ends_at_the_lookups_own_deadline() {
             Ok(self.0.increment(key, delta)? + 1)
         }
     }
-    let mut always = Always(std::mem::replace(&mut store, shared(None)));
+    let mut always = Always(shared(None));
     let mut t = red();
     let mut s = settings();
     s.deadline_ms = Some(3_000);
@@ -422,4 +421,42 @@ fn issue_11_reports_are_not_served_from_the_store_but_respect_the_quota() {
         .lookup("45.9.148.108", &settings())
         .unwrap_err();
     assert_eq!(q.sent.len(), 1, "the cool-down covers reports too");
+}
+
+#[test]
+fn issue_11_a_probe_that_gets_no_answer_sends_nothing_else_and_the_next_lookup_probes_again() {
+    let mut kv = MemoryKv::new(100);
+    let mut t = quota_fake();
+    let mut s = settings();
+    s.quota_cooldown_secs = Some(60);
+    Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich("1.1.1.1", &s)
+        .unwrap_err();
+    t.clock_ms += 60_000;
+    t.responder = Some(Box::new(|_, _| {
+        Err(tip_enrich::SendError::fatal(tip_enrich::Error::Transport(
+            "connection refused".into(),
+        )))
+    }));
+    let batch = Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich_batch(&["2.2.2.2".into(), "3.3.3.3".into()], &s);
+    assert_eq!(t.sent.len(), 2, "one probe");
+    assert_eq!(kind(batch[0].as_ref().unwrap_err()), "transport");
+    let EnrichError::QuotaExceeded(m) = batch[1].as_ref().unwrap_err() else {
+        panic!("{batch:?}")
+    };
+    assert!(
+        m.contains("probe of whether it is back got no answer"),
+        "{m}"
+    );
+    // The next lookup, in the next lease window, probes again and finds it back.
+    t.clock_ms += 10_000;
+    t.responder = Some(Box::new(|_, _| Ok(response(200, r#"{"Zone":"Green"}"#))));
+    let v = Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich("3.3.3.3", &s);
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(t.sent.len(), 3);
 }
