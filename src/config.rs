@@ -259,6 +259,17 @@ impl VerdictMap {
 /// tests pass a map.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// A lookup over name/value pairs (an environment read once, or settings
+/// merged from `wasi:config`): the first pair with the name.
+pub fn lookup_in(pairs: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
+    |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 impl Config {
     /// Resolves settings through [`crate::settings::SETTINGS`]: the explicit
     /// field, else the environment variable (`wasi:config` keys arrive as

@@ -38,7 +38,7 @@ pub use answers::{
     QUOTA_PREFIX, StoreError, entry_times, quota_entry, utc_timestamp,
 };
 pub use client::Client;
-pub use config::{BaseUrl, Config, EnvLookup, Purpose, VerdictMap};
+pub use config::{BaseUrl, Config, EnvLookup, Purpose, VerdictMap, lookup_in};
 pub use error::{Error, excerpt, kind as error_kind, parse_retry_after, status_error};
 pub use ip::{IANA_REGISTRY_AS_OF, IpError, SpecialBlock, parse_ip, special_block};
 pub use request::{HttpRequest, build_request, is_auth_header};

@@ -8,39 +8,29 @@
 #[cfg(target_arch = "wasm32")]
 mod component {
     use tip_enrich::bindings::{EnrichError, Guest, Report, Settings, Verdict};
-    use tip_enrich::{environment, with_client};
+    use tip_enrich::{environment, lookup_in, with_client};
     use tip_enrich_keyvalue::with_bucket;
 
     struct Component;
 
-    /// A lookup over the environment read once for the call.
-    fn env_lookup(environment: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-        |name| {
-            environment
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
-
     impl Guest for Component {
         fn enrich(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
             let env = environment();
-            let env = env_lookup(&env);
+            let env = lookup_in(&env);
             with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich(&ip, &settings))
             })
         }
         fn enrich_batch(ips: Vec<String>, settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
             let env = environment();
-            let env = env_lookup(&env);
+            let env = lookup_in(&env);
             with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich_batch(&ips, &settings))
             })
         }
         fn lookup(ip: String, settings: Settings) -> Result<Report, EnrichError> {
             let env = environment();
-            let env = env_lookup(&env);
+            let env = lookup_in(&env);
             with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.lookup(&ip, &settings))
             })

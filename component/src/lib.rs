@@ -11,33 +11,22 @@
 #[cfg(target_arch = "wasm32")]
 mod component {
     use tip_enrich::bindings::{EnrichError, Guest, Report, Settings, Verdict};
-    use tip_enrich::{environment, with_client};
+    use tip_enrich::{environment, lookup_in, with_client};
 
     struct Component;
-
-    /// A lookup over the environment read once for the call (one trip across
-    /// the boundary).
-    fn env_lookup(environment: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-        |name| {
-            environment
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
 
     impl Guest for Component {
         fn enrich(ip: String, settings: Settings) -> Result<Verdict, EnrichError> {
             let env = environment();
-            with_client(&env_lookup(&env), None, |c| c.enrich(&ip, &settings))
+            with_client(&lookup_in(&env), None, |c| c.enrich(&ip, &settings))
         }
         fn enrich_batch(ips: Vec<String>, settings: Settings) -> Vec<Result<Verdict, EnrichError>> {
             let env = environment();
-            with_client(&env_lookup(&env), None, |c| c.enrich_batch(&ips, &settings))
+            with_client(&lookup_in(&env), None, |c| c.enrich_batch(&ips, &settings))
         }
         fn lookup(ip: String, settings: Settings) -> Result<Report, EnrichError> {
             let env = environment();
-            with_client(&env_lookup(&env), None, |c| c.lookup(&ip, &settings))
+            with_client(&lookup_in(&env), None, |c| c.lookup(&ip, &settings))
         }
     }
 

@@ -47,11 +47,14 @@ pub fn cache_stats(backend: &dyn store::Backend) -> anyhow::Result<String> {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default();
     let answers = backend.scan_prefix(ANSWER_PREFIX, usize::MAX)?;
+    // Only the entry's `status` is read, not its sections.
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: u16,
+    }
     let not_found = answers
         .iter()
-        .filter(|(_, v)| {
-            serde_json::from_slice::<serde_json::Value>(v).is_ok_and(|v| v["status"] == 404)
-        })
+        .filter(|(_, v)| serde_json::from_slice::<Status>(v).is_ok_and(|e| e.status == 404))
         .count();
     let quota: Vec<serde_json::Value> = backend
         .scan_prefix(QUOTA_PREFIX, 1000)?

@@ -118,7 +118,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         total = total.saturating_add(n.saturating_mul(unit));
         number.clear();
     }
-    if !number.is_empty() || total == 0 && text.is_empty() {
+    if text.is_empty() || !number.is_empty() {
         return Err(format!(
             "{text:?}: end with a unit: s, m, h, d or w (e.g. 7d)"
         ));
@@ -228,14 +228,20 @@ struct Cli {
     cache_max_mb: u64,
 }
 
-/// The answer store of this run, behind [`Guarded`]: a store that cannot be
-/// opened is one warning on stderr, and the run goes on without it.
-fn open_store(cli: &Cli) -> Result<KvCtx> {
+/// The store `--cache` / `TIP_ENRICH_CACHE` names, and its size bound.
+fn store_spec(cli: &Cli) -> Result<(StoreSpec, StoreOptions)> {
     let spec =
         StoreSpec::resolve(cli.cache.as_deref()).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
     let options = StoreOptions {
         max_bytes: cli.cache_max_mb.saturating_mul(1024 * 1024),
     };
+    Ok((spec, options))
+}
+
+/// The answer store of this run, behind [`Guarded`]: a store that cannot be
+/// opened is one warning on stderr, and the run goes on without it.
+fn open_store(cli: &Cli) -> Result<KvCtx> {
+    let (spec, options) = store_spec(cli)?;
     let describe = spec.describe();
     match store::open(&spec, &options) {
         Ok(Some(backend)) => Ok(KvCtx::new(Some(Arc::new(Guarded::new(backend, describe))))),
@@ -251,11 +257,7 @@ fn open_store(cli: &Cli) -> Result<KvCtx> {
 
 /// `tip-enrich cache stats|purge`.
 fn cache_command(cli: &Cli, action: &CacheAction) -> Result<ExitCode> {
-    let spec =
-        StoreSpec::resolve(cli.cache.as_deref()).map_err(|e| anyhow::anyhow!("--cache: {e}"))?;
-    let options = StoreOptions {
-        max_bytes: cli.cache_max_mb.saturating_mul(1024 * 1024),
-    };
+    let (spec, options) = store_spec(cli)?;
     let Some(backend) = store::open(&spec, &options)
         .with_context(|| format!("opening the answer store ({})", spec.describe()))?
     else {

@@ -10,7 +10,7 @@ use ::wasi::http::types::{
 use ::wasi::io::poll::poll;
 use ::wasi::io::streams::StreamError;
 use tip_enrich::settings::{self, empty as empty_settings};
-use tip_enrich::{Config, Purpose, Secrets, environment, with_client};
+use tip_enrich::{Config, Purpose, Secrets, environment, lookup_in, with_client};
 use tip_enrich_keyvalue::with_bucket;
 
 use crate::http::{
@@ -76,15 +76,6 @@ fn settings() -> Vec<(String, String)> {
     merge_settings(config, environment())
 }
 
-fn lookup(settings: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-    |name: &str| {
-        settings
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-}
-
 fn method_name(method: &Method) -> &str {
     match method {
         Method::Get => "GET",
@@ -145,7 +136,7 @@ fn answer(request: &IncomingRequest) -> Answer {
         Route::Health => health(),
         Route::Verdict { ip, format } => {
             let settings = settings();
-            let env = lookup(&settings);
+            let env = lookup_in(&settings);
             let result = with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich(&ip, &empty_settings()))
             });
@@ -157,7 +148,7 @@ fn answer(request: &IncomingRequest) -> Answer {
                 Err(answer) => return answer,
             };
             let settings = settings();
-            let env = lookup(&settings);
+            let env = lookup_in(&settings);
             let results = with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich_batch(&ips, &empty_settings()))
             });
@@ -170,7 +161,7 @@ fn answer(request: &IncomingRequest) -> Answer {
 /// Health: do the settings resolve, with a key? No request is made.
 fn health() -> Answer {
     let settings = settings();
-    let env = lookup(&settings);
+    let env = lookup_in(&settings);
     let secrets = Secrets::of_key(env(settings::API_KEY.env).as_deref());
     let checked = Config::resolve(&empty_settings(), &env, Purpose::Verdict)
         .and_then(|c| c.require_key().map(|_| ()))
