@@ -397,13 +397,9 @@ pub struct EcsVerdict<'a> {
     kaspersky: Kaspersky<'a>,
 }
 
-/// A verdict as Elastic Common Schema threat-enrichment fields.
-///
-/// `indicator.*` describes what Kaspersky knows of the address;
-/// `matched.atomic` is the address, `matched.field` the event field it came
-/// from when the caller knows it (e.g. `source.ip`).
-pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVerdict<'a> {
-    let indicator = EcsIndicator {
+/// `indicator.*`: what Kaspersky knows of the address.
+fn ecs_indicator(v: &Verdict) -> EcsIndicator<'_> {
+    EcsIndicator {
         kind: if v.ip.contains(':') {
             "ipv6-addr"
         } else {
@@ -425,13 +421,41 @@ pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVer
         geo: v.country_code.as_deref().map(|cc| EcsGeo {
             country_iso_code: cc,
         }),
-    };
+    }
+}
+
+/// `kaspersky.tip.*`: Kaspersky's own fields under their own names.
+fn kaspersky_tip(v: &Verdict) -> Kaspersky<'_> {
+    Kaspersky {
+        tip: KasperskyTip {
+            zone: zone_name(v.zone),
+            threat_score: v.threat_score,
+            has_apt: v.has_apt,
+            related_report_ids: report_ids(v),
+            verdict: verdict_name(v.verdict),
+            suspicious: v.suspicious,
+            found: v.found,
+            status: v.status.map(status_name),
+            categories: &v.categories,
+            source: source_name(v.source),
+            fetched_at: v.fetched_at.as_deref(),
+            reserved_block: v.reserved_block.as_deref(),
+        },
+    }
+}
+
+/// A verdict as Elastic Common Schema threat-enrichment fields.
+///
+/// `indicator.*` describes what Kaspersky knows of the address;
+/// `matched.atomic` is the address, `matched.field` the event field it came
+/// from when the caller knows it (e.g. `source.ip`).
+pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVerdict<'a> {
     EcsVerdict {
         event: EcsEvent::of("enrichment"),
         threat: EcsThreat {
             feed: Some(EcsFeed { name: PROVIDER }),
             enrichments: [EcsEnrichment {
-                indicator: Some(indicator),
+                indicator: Some(ecs_indicator(v)),
                 matched: EcsMatched {
                     atomic: Cow::Borrowed(&v.ip),
                     kind: Some("enrichment"),
@@ -439,22 +463,60 @@ pub fn ecs_verdict<'a>(v: &'a Verdict, matched_field: Option<&'a str>) -> EcsVer
                 },
             }],
         },
-        kaspersky: Kaspersky {
-            tip: KasperskyTip {
-                zone: zone_name(v.zone),
-                threat_score: v.threat_score,
-                has_apt: v.has_apt,
-                related_report_ids: report_ids(v),
-                verdict: verdict_name(v.verdict),
-                suspicious: v.suspicious,
-                found: v.found,
-                status: v.status.map(status_name),
-                categories: &v.categories,
-                source: source_name(v.source),
-                fetched_at: v.fetched_at.as_deref(),
-                reserved_block: v.reserved_block.as_deref(),
-            },
+        kaspersky: kaspersky_tip(v),
+    }
+}
+
+/// One `threat.enrichments[]` entry that `events` appends to an event: the
+/// indicator, what matched (the address as the event has it, and its field),
+/// and Kaspersky's own fields under `kaspersky.tip`.
+#[derive(Serialize)]
+pub struct EventEnrichment<'a> {
+    indicator: EcsIndicator<'a>,
+    matched: EcsMatched<'a>,
+    kaspersky: Kaspersky<'a>,
+}
+
+/// The enrichment of the address `atomic` (as written in the event) at
+/// `field`, from its verdict.
+pub fn event_enrichment<'a>(
+    v: &'a Verdict,
+    atomic: &'a str,
+    field: &'a str,
+) -> EventEnrichment<'a> {
+    EventEnrichment {
+        indicator: ecs_indicator(v),
+        matched: EcsMatched {
+            atomic: echo(atomic),
+            kind: Some("enrichment"),
+            field: Some(field),
         },
+        kaspersky: kaspersky_tip(v),
+    }
+}
+
+/// One `kaspersky.tip.errors[]` entry of an event: a lookup that failed, so
+/// the address got no enrichment.
+#[derive(Serialize)]
+pub struct EventError<'a> {
+    kind: &'a str,
+    address: Cow<'a, str>,
+    field: &'a str,
+    message: &'a str,
+}
+
+/// The error entry of the address `address` (bounded) at `field`.
+pub fn event_error<'a>(
+    kind: &'a str,
+    address: &'a str,
+    field: &'a str,
+    message: &'a str,
+) -> EventError<'a> {
+    EventError {
+        kind,
+        address: echo(address),
+        field,
+        message,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod bindings;
 mod client;
 mod config;
 mod error;
+pub mod events;
 mod ip;
 pub mod json;
 mod lenient;
