@@ -16,7 +16,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
 use host_harness::keyvalue::KvCtx;
-use host_harness::output::{Shape, error_line, report_line, trap_line, verdict_line};
+use host_harness::output::{
+    Shape, error_line, error_to_core, report_line, trap_line, verdict_line, verdict_to_core,
+};
 use host_harness::recordings::RecordingSet;
 use host_harness::runtime::{
     EnrichError, InstanceOptions, Report, Runner, Runtime, Settings, Verdict, empty_settings,
@@ -26,6 +28,7 @@ use host_harness::splunk;
 use host_harness::store::{self, Guarded, StoreOptions, StoreSpec};
 use host_harness::{BUNDLED_RECORDINGS, url_authority};
 use indicatif::{ProgressBar, ProgressStyle};
+use tip_enrich::events;
 use tip_enrich::settings::{self, SETTINGS, Setting};
 use tip_enrich::{Config, Purpose, Secrets};
 
@@ -60,6 +63,31 @@ enum Command {
     /// header and rows on stdout with the verdict's fields filled (README,
     /// "Splunk"). Exit 0 even when rows failed.
     SplunkLookup(SplunkArgs),
+    /// Enrich NDJSON events (ECS documents, one per line) on stdin: the same
+    /// events on stdout, in order, one line per line, each with a
+    /// `threat.enrichments[]` entry per address found at the fields (README,
+    /// "Events"). Lines that are not JSON objects pass through unchanged.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+struct EventsArgs {
+    /// An event field holding an address or an array of them, as a dotted
+    /// path (nested objects and dotted keys both count); repeatable, or a
+    /// comma-separated list. [default: source.ip, destination.ip, client.ip,
+    /// server.ip, host.ip, related.ip]
+    #[arg(long = "field", value_name = "PATH")]
+    fields: Vec<String>,
+
+    /// Which verdicts become enrichments: all, or a list of malicious,
+    /// suspicious, benign, unknown.
+    #[arg(long, value_name = "LIST", default_value = "malicious,suspicious")]
+    only: String,
+
+    /// Longest line enriched, in bytes; a longer one is passed through
+    /// unchanged (and counted on stderr).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(2..))]
+    max_event_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -670,11 +698,197 @@ fn splunk_lookup(cli: &Cli, matches: &ArgMatches, args: &SplunkArgs) -> Result<E
     }
 }
 
+/// Events read before they are enriched together (their distinct addresses
+/// go to the component in one call per chunk of it)...
+const EVENTS_PER_CHUNK: usize = 4096;
+/// ...unless they add up to this many bytes first.
+const EVENT_CHUNK_BYTES: usize = 16 << 20;
+
+/// Whether stdin has input (or its end) ready to read without waiting. A
+/// chunk of events is enriched and written as soon as the input pauses, so
+/// `tail -f log | tip-enrich events` answers each event as it comes.
+fn stdin_ready() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // A failed poll reads as ready: the read that follows simply waits.
+    poll(&mut fds, Some(&now)).map_or(true, |n| n > 0)
+}
+
+/// The lookups of a chunk's distinct addresses, in order, in calls of at
+/// most [`Lookups::chunk_size`].
+fn lookup_events(lookups: &mut Lookups, ips: &[String]) -> Vec<events::Lookup> {
+    let mut results = Vec::with_capacity(ips.len());
+    for chunk in ips.chunks(lookups.chunk_size()) {
+        results.extend(
+            lookups
+                .enrich_chunk(chunk)
+                .into_iter()
+                .map(|outcome| match outcome {
+                    Ok(Ok(v)) => Ok(verdict_to_core(&v)),
+                    Ok(Err(e)) => Err(events::LookupError::from(&error_to_core(&e))),
+                    Err(trap) => Err(events::LookupError {
+                        kind: "trap".into(),
+                        message: format!("the component trapped: {trap}"),
+                    }),
+                }),
+        );
+    }
+    results
+}
+
+/// `tip-enrich events`: NDJSON events in, the same events out with
+/// `threat.enrichments[]` appended (`tip_enrich::events`). Exit 0, or 1 when
+/// any lookup failed (listed in its event), 2 for configuration errors.
+fn events(cli: &Cli, matches: &ArgMatches, args: &EventsArgs) -> Result<ExitCode> {
+    let options = events::Options {
+        fields: events::parse_fields(&args.fields).map_err(|e| anyhow::anyhow!("--field {e}"))?,
+        only: events::Only::parse(&args.only).map_err(|e| anyhow::anyhow!("--only {e}"))?,
+    };
+    let mut lookups = Lookups::new(cli, matches, Purpose::Verdict, true)?;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut tally = events::Tally::default();
+    let mut too_long: u64 = 0;
+    // The pending chunk: each line without its `\n`, and whether it had one.
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut newlines: Vec<bool> = Vec::new();
+    let mut bytes = 0usize;
+    let mut flush = |lines: &mut Vec<Vec<u8>>,
+                     newlines: &mut Vec<bool>,
+                     out: &mut BufWriter<std::io::StdoutLock<'_>>,
+                     tally: &mut events::Tally|
+     -> std::io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let (outputs, counts) =
+            events::enrich_lines(lines, &options, |ips| lookup_events(&mut lookups, ips));
+        for (line, newline) in outputs.iter().zip(newlines.iter()) {
+            out.write_all(line)?;
+            if *newline {
+                out.write_all(b"\n")?;
+            }
+        }
+        tally.add(&counts);
+        lines.clear();
+        newlines.clear();
+        out.flush()
+    };
+    let closed = |r: std::io::Result<()>| quit_on_closed_pipe(r);
+    loop {
+        if !lines.is_empty() && input.buffer().is_empty() && !stdin_ready() {
+            if closed(flush(&mut lines, &mut newlines, &mut out, &mut tally))? {
+                return Ok(ExitCode::SUCCESS);
+            }
+            bytes = 0;
+        }
+        let mut line = Vec::new();
+        let read = (&mut input)
+            .take(args.max_event_bytes + 1)
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?;
+        if read == 0 {
+            break;
+        }
+        let newline = line.ends_with(b"\n");
+        if !newline && line.len() as u64 > args.max_event_bytes {
+            // Too long to enrich: written as it comes, never held whole.
+            too_long += 1;
+            tally.lines += 1;
+            if closed(flush(&mut lines, &mut newlines, &mut out, &mut tally))? {
+                return Ok(ExitCode::SUCCESS);
+            }
+            bytes = 0;
+            if closed(
+                out.write_all(&line)
+                    .and_then(|()| copy_line_rest(&mut input, &mut out)),
+            )? {
+                return Ok(ExitCode::SUCCESS);
+            }
+            continue;
+        }
+        if newline {
+            line.pop();
+        }
+        bytes += line.len();
+        lines.push(line);
+        newlines.push(newline);
+        if lines.len() >= EVENTS_PER_CHUNK || bytes >= EVENT_CHUNK_BYTES {
+            if closed(flush(&mut lines, &mut newlines, &mut out, &mut tally))? {
+                return Ok(ExitCode::SUCCESS);
+            }
+            bytes = 0;
+        }
+    }
+    if closed(flush(&mut lines, &mut newlines, &mut out, &mut tally))? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !cli.quiet {
+        eprintln!(
+            "tip-enrich: events: {} lines, {} events, {} enriched ({} enrichments), {} failed lookups{}{}{}",
+            tally.lines,
+            tally.events,
+            tally.enriched,
+            tally.enrichments,
+            tally.errors,
+            match tally.not_objects {
+                0 => String::new(),
+                n => format!(", {n} lines not JSON objects passed through unchanged"),
+            },
+            match too_long {
+                0 => String::new(),
+                n => format!(", {n} lines over --max-event-bytes passed through unchanged"),
+            },
+            match tally.unwritable {
+                0 => String::new(),
+                n => format!(
+                    ", {n} events whose threat or kaspersky field is not an object left unchanged"
+                ),
+            },
+        );
+    }
+    Ok(if tally.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Copies the rest of the current line (its `\n` included) from `input` to
+/// `out`, a buffer at a time.
+fn copy_line_rest(input: &mut impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(at) => {
+                out.write_all(available.get(..=at).unwrap_or(available))?;
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let n = available.len();
+                out.write_all(available)?;
+                input.consume(n);
+            }
+        }
+    }
+}
+
 fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Serve(args)) => return serve(&cli, matches, args),
         Some(Command::Cache { action }) => return cache_command(&cli, action),
         Some(Command::SplunkLookup(args)) => return splunk_lookup(&cli, matches, args),
+        Some(Command::Events(args)) => return events(&cli, matches, args),
         None => {}
     }
     let purpose = if cli.full {

@@ -9,13 +9,14 @@ use ::wasi::http::types::{
 };
 use ::wasi::io::poll::poll;
 use ::wasi::io::streams::StreamError;
+use tip_enrich::events::LookupError;
 use tip_enrich::settings::{self, empty as empty_settings};
 use tip_enrich::{Config, Purpose, Secrets, environment, lookup_in, with_client};
 use tip_enrich_keyvalue::with_bucket;
 
 use crate::http::{
     Answer, BODY_DEADLINE, MAX_BODY_BYTES, Route, batch_answer, body_timed_out, body_too_large,
-    health_answer, merge_settings, parse_batch, route, verdict_answer,
+    events_answer, health_answer, merge_settings, parse_batch, route, verdict_answer,
 };
 
 #[cfg(all(feature = "spin", feature = "wasmcloud"))]
@@ -154,6 +155,22 @@ fn answer(request: &IncomingRequest) -> Answer {
             });
             batch_answer(&ips, &results, format)
         }
+        Route::Events { options } => {
+            let body = match read_body(request) {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let settings = settings();
+            let env = lookup_in(&settings);
+            events_answer(&body, &options, |ips| {
+                with_bucket(&env, |store| {
+                    with_client(&env, store, |c| c.enrich_batch(ips, &empty_settings()))
+                })
+                .into_iter()
+                .map(|r| r.map_err(|e| LookupError::from(&e)))
+                .collect()
+            })
+        }
         Route::Refused(refusal) => refusal.answer(),
     }
 }
@@ -171,7 +188,7 @@ fn health() -> Answer {
 
 fn send(out: ResponseOutparam, answer: Answer) {
     let headers = Fields::new();
-    let mut all = vec![("content-type".to_string(), "application/json".to_string())];
+    let mut all = vec![("content-type".to_string(), answer.content_type.to_string())];
     all.extend(answer.headers);
     for (name, value) in &all {
         // Our own header names and values are valid; a host that refuses one

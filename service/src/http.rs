@@ -3,6 +3,7 @@
 //! moves bytes between these functions and `wasi:http`.
 
 use tip_enrich::bindings::{EnrichError, Verdict};
+use tip_enrich::events::{self, Options as EventOptions};
 use tip_enrich::json::{self, EcsError, EcsVerdict, ErrorLine, VerdictLine};
 
 /// Largest request body read (a batch of addresses).
@@ -32,6 +33,9 @@ pub enum Route {
     Verdict { ip: String, format: Format },
     /// `POST /v1/ip`: a JSON array of addresses in the body.
     Batch { format: Format },
+    /// `POST /v1/events`: NDJSON events in the body (`?field=` repeatable,
+    /// `?only=`).
+    Events { options: EventOptions },
     /// `GET /healthz`.
     Health,
     /// A request the service answers without a lookup.
@@ -47,6 +51,9 @@ pub enum Refusal {
     MethodNotAllowed { allow: &'static str },
     /// `?format=` with a value other than `native` or `ecs`.
     BadFormat(String),
+    /// `?field=` or `?only=` of `POST /v1/events` that does not parse; the
+    /// message says why.
+    BadQuery(String),
 }
 
 /// An HTTP answer.
@@ -54,9 +61,11 @@ pub enum Refusal {
 pub struct Answer {
     /// Status code.
     pub status: u16,
-    /// Headers besides `content-type: application/json`, which every answer has.
+    /// `content-type`: `application/json`, or `application/x-ndjson` for events.
+    pub content_type: &'static str,
+    /// Headers besides `content-type`.
     pub headers: Vec<(String, String)>,
-    /// JSON body.
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -64,6 +73,7 @@ impl Answer {
     fn json(status: u16, body: &impl serde::Serialize) -> Answer {
         Answer {
             status,
+            content_type: "application/json",
             headers: Vec::new(),
             body: json::to_vec(body),
         }
@@ -113,6 +123,30 @@ fn format_of(query: Option<&str>) -> Result<Format, String> {
     Ok(format)
 }
 
+/// The options of `POST /v1/events`: `field` (repeatable, or a
+/// comma-separated list; percent-encoded) and `only`.
+fn event_options(query: Option<&str>) -> Result<EventOptions, String> {
+    let mut fields = Vec::new();
+    let mut only = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(&value.replace('+', " "))
+            .ok_or_else(|| format!("{key} is not UTF-8"))?;
+        match key {
+            "field" => fields.push(value),
+            "only" => only = Some(value),
+            _ => {}
+        }
+    }
+    Ok(EventOptions {
+        fields: events::parse_fields(&fields).map_err(|e| format!("field {e}"))?,
+        only: match only {
+            Some(list) => events::Only::parse(&list).map_err(|e| format!("only {e}"))?,
+            None => events::Only::default(),
+        },
+    })
+}
+
 /// Routes a request by method and path-with-query.
 pub fn route(method: &str, path_with_query: &str) -> Route {
     let (path, query) = match path_with_query.split_once('?') {
@@ -130,6 +164,11 @@ pub fn route(method: &str, path_with_query: &str) -> Route {
         "/healthz" => allow("GET"),
         "/v1/ip" if method.eq_ignore_ascii_case("POST") => Route::Batch { format },
         "/v1/ip" => allow("POST"),
+        "/v1/events" if method.eq_ignore_ascii_case("POST") => match event_options(query) {
+            Ok(options) => Route::Events { options },
+            Err(why) => Route::Refused(Refusal::BadQuery(why)),
+        },
+        "/v1/events" => allow("POST"),
         p => match p.strip_prefix("/v1/ip/") {
             Some(ip) if !ip.contains('/') && !ip.is_empty() => {
                 if !get {
@@ -156,7 +195,7 @@ impl Refusal {
             Refusal::NotFound => Answer::problem(
                 404,
                 "not-found",
-                "no such route: try GET /v1/ip/{ip}, POST /v1/ip or GET /healthz",
+                "no such route: try GET /v1/ip/{ip}, POST /v1/ip, POST /v1/events or GET /healthz",
             ),
             Refusal::MethodNotAllowed { allow } => {
                 let mut a = Answer::problem(
@@ -172,6 +211,7 @@ impl Refusal {
                 "bad-format",
                 &format!("format must be native or ecs, not {}", json::to_string(bad)),
             ),
+            Refusal::BadQuery(why) => Answer::problem(400, "bad-query", why),
         }
     }
 }
@@ -272,6 +312,29 @@ pub fn batch_answer(
         .map(|(input, result)| item(input, result, format))
         .collect();
     Answer::json(200, &items)
+}
+
+/// The answer to `POST /v1/events`: 200 and the body's lines, in order, one
+/// per line, each event with its enrichments (`tip_enrich::events`); the
+/// distinct addresses of the whole body go to `lookup` at once.
+pub fn events_answer(
+    body: &[u8],
+    options: &EventOptions,
+    lookup: impl FnOnce(&[String]) -> Vec<events::Lookup>,
+) -> Answer {
+    let (lines, newlines): (Vec<&[u8]>, Vec<&[u8]>) = events::split_lines(body).unzip();
+    let (outputs, _) = events::enrich_lines(&lines, options, lookup);
+    let mut out = Vec::with_capacity(body.len() + body.len() / 2);
+    for (line, newline) in outputs.iter().zip(&newlines) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(newline);
+    }
+    Answer {
+        status: 200,
+        content_type: "application/x-ndjson",
+        headers: Vec::new(),
+        body: out,
+    }
 }
 
 /// The answer to a body over [`MAX_BODY_BYTES`].
@@ -482,6 +545,61 @@ mod tests {
         }
         let many = serde_json::to_vec(&vec!["1.1.1.1"; MAX_BATCH + 1]).unwrap();
         assert_eq!(parse_batch(&many).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn events_route_takes_field_and_only() {
+        let Route::Events { options } = route(
+            "POST",
+            "/v1/events?field=user.ip&field=a.ip%2Cb.ip&only=all",
+        ) else {
+            panic!()
+        };
+        let fields: Vec<&str> = options.fields.iter().map(|f| f.as_str()).collect();
+        assert_eq!(fields, ["user.ip", "a.ip", "b.ip"]);
+        assert!(options.only.admits(SoarVerdict::Benign));
+        assert_eq!(
+            route("POST", "/v1/events/"),
+            Route::Events {
+                options: EventOptions::default()
+            }
+        );
+        assert_eq!(
+            route("PUT", "/v1/events"),
+            Route::Refused(Refusal::MethodNotAllowed { allow: "POST" })
+        );
+        let Route::Refused(refusal) = route("POST", "/v1/events?only=evil") else {
+            panic!()
+        };
+        let a = refusal.answer();
+        assert_eq!(
+            (a.status, &body(&a)["error"]["kind"]),
+            (400, &Value::from("bad-query"))
+        );
+    }
+
+    #[test]
+    fn events_answer_is_ndjson_line_for_line() {
+        let body = b"{\"source\":{\"ip\":\"1.2.3.4\"}}\r\nnot json\n\n{\"a\":1}";
+        let mut asked = Vec::new();
+        let a = events_answer(body, &EventOptions::default(), |ips| {
+            asked = ips.to_vec();
+            ips.iter()
+                .map(|ip| {
+                    let mut v = verdict(ip);
+                    v.verdict = SoarVerdict::Malicious;
+                    Ok(v)
+                })
+                .collect()
+        });
+        assert_eq!(asked, ["1.2.3.4"]);
+        assert_eq!((a.status, a.content_type), (200, "application/x-ndjson"));
+        let text = String::from_utf8(a.body).unwrap();
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].starts_with(r#"{"source":{"ip":"1.2.3.4"},"threat":{"enrichments":[{"#));
+        assert!(lines[0].ends_with('\r'));
+        assert_eq!(&lines[1..], ["not json", "", r#"{"a":1}"#]);
     }
 
     #[test]
