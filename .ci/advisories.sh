@@ -110,6 +110,6 @@ for lock in Cargo.lock fuzz/Cargo.lock deploy/wadm-check/Cargo.lock; do
 done
 
 echo "advisories: NOT checked, no advisory source reachable from these machines (npm audit's endpoint answers 405, PyPI's JSON API 404):" \
-    "hosts/node/package-lock.json (npm); hosts/python/requirements.txt, hosts/cli-requirements.txt, deploy/requirements.txt (PyPI);" \
+    "hosts/node/package-lock.json (npm); hosts/python/requirements.txt, hosts/cli-requirements.txt, deploy/requirements.txt, tests/stix/requirements.txt (PyPI);" \
     "the pins and why: DEPENDENCIES.md"
 exit "$status"

@@ -10,7 +10,9 @@
 //!   (`threat.enrichments[].indicator.*`, `matched.*`), Kaspersky's own fields
 //!   under `kaspersky.tip.*` (README, "ECS");
 //! - the **report** line of `--full`, and the service's own **problem** and
-//!   **health** answers.
+//!   **health** answers;
+//! - **STIX 2.1** bundles: their structs are in [`crate::stix`], written by
+//!   the functions here.
 
 use std::borrow::Cow;
 

@@ -28,6 +28,7 @@ mod response;
 mod schedule;
 mod secrets;
 pub mod settings;
+pub mod stix;
 mod text;
 mod transport;
 mod verdict;

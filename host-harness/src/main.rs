@@ -45,6 +45,8 @@ enum Format {
     Native,
     /// Elastic Common Schema threat-enrichment fields (README, "ECS").
     Ecs,
+    /// One STIX 2.1 bundle per line (README, "STIX"); an error stays a native error line.
+    Stix,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,7 +228,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = 256)]
     max_memory_mb: usize,
 
-    /// Output shape: native JSON or Elastic Common Schema (`threat.enrichments[]`).
+    /// Output shape: native JSON, Elastic Common Schema (`threat.enrichments[]`) or a STIX 2.1 bundle.
     #[arg(long, value_enum, default_value = "native", conflicts_with = "full")]
     format: Format,
 
@@ -913,6 +915,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     let shape = match cli.format {
         Format::Native => Shape::Native,
         Format::Ecs => Shape::Ecs(cli.ecs_matched_field.as_deref()),
+        // The portal the references point to; a setting the component refuses
+        // gives error lines anyway.
+        Format::Stix => Shape::Stix(
+            resolve(&given_settings(matches, None), purpose)
+                .map_or(tip_enrich::bindings::ApiFlavour::Tip, |c| c.api),
+        ),
     };
     // A line, and the quota the answer reported (for the end-of-run summary).
     let verdict_line = |v: &Verdict| (verdict_line(v, shape), quota_of(v));

@@ -2,7 +2,7 @@
 //! error. The host's wasmtime types are converted to the core's (the same
 //! WIT types from wit-bindgen), and the core's JSON writer writes them.
 
-use tip_enrich::json;
+use tip_enrich::{json, stix};
 
 use crate::runtime::{EnrichError, IpStatus, Report, SoarVerdict, Verdict, VerdictSource, Zone};
 
@@ -137,6 +137,16 @@ pub enum Shape<'a> {
     Native,
     /// Elastic Common Schema, with the event field the address came from.
     Ecs(Option<&'a str>),
+    /// A STIX 2.1 bundle, its references pointing into the portal of this
+    /// API flavour. An error has no STIX form: its line is the native one.
+    Stix(core::ApiFlavour),
+}
+
+/// The host's wall clock, Unix ms (0 before 1970).
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A verdict line, written by the core's JSON writer (`tip_enrich::json`),
@@ -146,6 +156,7 @@ pub fn verdict_line(v: &Verdict, shape: Shape<'_>) -> String {
     match shape {
         Shape::Native => json::to_string(&json::verdict_line(&v)),
         Shape::Ecs(field) => json::to_string(&json::ecs_verdict(&v, field)),
+        Shape::Stix(api) => json::to_string(&stix::stix_bundle(&v, api, now_unix_ms())),
     }
 }
 
@@ -153,7 +164,7 @@ pub fn verdict_line(v: &Verdict, shape: Shape<'_>) -> String {
 pub fn error_line(input: &str, e: &EnrichError, shape: Shape<'_>) -> String {
     let e = error_to_core(e);
     match shape {
-        Shape::Native => json::to_string(&json::error_line(input, &e)),
+        Shape::Native | Shape::Stix(_) => json::to_string(&json::error_line(input, &e)),
         Shape::Ecs(field) => json::to_string(&json::ecs_error(input, &e, field)),
     }
 }
@@ -161,7 +172,9 @@ pub fn error_line(input: &str, e: &EnrichError, shape: Shape<'_>) -> String {
 /// A host-side failure (the component trapped), as an error line of kind `trap`.
 pub fn trap_line(input: &str, message: &str, shape: Shape<'_>) -> String {
     match shape {
-        Shape::Native => json::to_string(&json::host_error_line(input, "trap", message)),
+        Shape::Native | Shape::Stix(_) => {
+            json::to_string(&json::host_error_line(input, "trap", message))
+        }
         Shape::Ecs(field) => json::to_string(&json::ecs_host_error(input, "trap", message, field)),
     }
 }

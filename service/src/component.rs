@@ -15,8 +15,9 @@ use tip_enrich::{Config, Purpose, Secrets, environment, lookup_in, with_client};
 use tip_enrich_keyvalue::with_bucket;
 
 use crate::http::{
-    Answer, BODY_DEADLINE, MAX_BODY_BYTES, Route, batch_answer, body_timed_out, body_too_large,
-    events_answer, health_answer, merge_settings, parse_batch, route, verdict_answer,
+    Answer, BODY_DEADLINE, MAX_BODY_BYTES, Route, StixAt, batch_answer, body_timed_out,
+    body_too_large, events_answer, health_answer, merge_settings, parse_batch, route,
+    verdict_answer,
 };
 
 #[cfg(all(feature = "spin", feature = "wasmcloud"))]
@@ -75,6 +76,22 @@ service_bindings!(
 fn settings() -> Vec<(String, String)> {
     let config = config_store::get_all().unwrap_or_default();
     merge_settings(config, environment())
+}
+
+/// A STIX answer's portal (the settings' API flavour; the default when they
+/// do not resolve, and then every lookup is a `config` error anyway) and the
+/// wall clock.
+fn stix_at(env: tip_enrich::EnvLookup<'_>) -> StixAt {
+    let now = ::wasi::clocks::wall_clock::now();
+    let millis = now
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(u64::from(now.nanoseconds / 1_000_000));
+    StixAt {
+        api: Config::resolve(&empty_settings(), env, Purpose::Verdict)
+            .map_or(StixAt::default().api, |c| c.api),
+        now_unix_ms: millis,
+    }
 }
 
 fn method_name(method: &Method) -> &str {
@@ -141,7 +158,7 @@ fn answer(request: &IncomingRequest) -> Answer {
             let result = with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich(&ip, &empty_settings()))
             });
-            verdict_answer(&ip, &result, format)
+            verdict_answer(&ip, &result, format.stamped(|| stix_at(&env)))
         }
         Route::Batch { format } => {
             let ips = match read_body(request).and_then(|b| parse_batch(&b)) {
@@ -153,7 +170,7 @@ fn answer(request: &IncomingRequest) -> Answer {
             let results = with_bucket(&env, |store| {
                 with_client(&env, store, |c| c.enrich_batch(&ips, &empty_settings()))
             });
-            batch_answer(&ips, &results, format)
+            batch_answer(&ips, &results, format.stamped(|| stix_at(&env)))
         }
         Route::Events { options } => {
             let body = match read_body(request) {

@@ -2,9 +2,10 @@
 //! the status of each error kind, and the answers. `component` (wasm32 only)
 //! moves bytes between these functions and `wasi:http`.
 
-use tip_enrich::bindings::{EnrichError, Verdict};
+use tip_enrich::bindings::{ApiFlavour, EnrichError, Verdict};
 use tip_enrich::events::{self, Options as EventOptions};
 use tip_enrich::json::{self, EcsError, EcsVerdict, ErrorLine, VerdictLine};
+use tip_enrich::stix::{self, StixBundle};
 
 /// Largest request body read (a batch of addresses).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -24,6 +25,40 @@ pub enum Format {
     Native,
     /// Elastic Common Schema threat-enrichment fields (`?format=ecs`).
     Ecs,
+    /// A STIX 2.1 bundle per verdict (`?format=stix`); errors keep the
+    /// native error object. [`route`] leaves [`StixAt`] at its default; the
+    /// component stamps it ([`Format::stamped`]) before answering.
+    Stix(StixAt),
+}
+
+/// What a STIX bundle needs besides the verdict: the portal its references
+/// point to and the time of writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StixAt {
+    /// The API flavour of the service's settings.
+    pub api: ApiFlavour,
+    /// The wall clock, Unix ms.
+    pub now_unix_ms: u64,
+}
+
+impl Default for StixAt {
+    fn default() -> StixAt {
+        StixAt {
+            api: ApiFlavour::Tip,
+            now_unix_ms: 0,
+        }
+    }
+}
+
+impl Format {
+    /// `self`, with a STIX format's portal and time from `at` (called only
+    /// for STIX, so the others read no clock and no settings).
+    pub fn stamped(self, at: impl FnOnce() -> StixAt) -> Format {
+        match self {
+            Format::Stix(_) => Format::Stix(at()),
+            other => other,
+        }
+    }
 }
 
 /// What a request asks for.
@@ -49,7 +84,7 @@ pub enum Refusal {
     NotFound,
     /// A known path with another method; `allow` lists the methods it takes.
     MethodNotAllowed { allow: &'static str },
-    /// `?format=` with a value other than `native` or `ecs`.
+    /// `?format=` with a value other than `native`, `ecs` or `stix`.
     BadFormat(String),
     /// `?field=` or `?only=` of `POST /v1/events` that does not parse; the
     /// message says why.
@@ -115,6 +150,7 @@ fn format_of(query: Option<&str>) -> Result<Format, String> {
         if key == "format" {
             format = match value {
                 "ecs" => Format::Ecs,
+                "stix" => Format::Stix(StixAt::default()),
                 "native" | "" => Format::Native,
                 other => return Err(other.chars().take(40).collect()),
             };
@@ -209,7 +245,10 @@ impl Refusal {
             Refusal::BadFormat(bad) => Answer::problem(
                 400,
                 "bad-format",
-                &format!("format must be native or ecs, not {}", json::to_string(bad)),
+                &format!(
+                    "format must be native, ecs or stix, not {}",
+                    json::to_string(bad)
+                ),
             ),
             Refusal::BadQuery(why) => Answer::problem(400, "bad-query", why),
         }
@@ -244,13 +283,17 @@ enum Item<'a> {
     Error(ErrorLine<'a>),
     EcsVerdict(Box<EcsVerdict<'a>>),
     EcsError(Box<EcsError<'a>>),
+    Stix(Box<StixBundle<'a>>),
 }
 
 fn item<'a>(input: &'a str, result: &'a Result<Verdict, EnrichError>, format: Format) -> Item<'a> {
     match (result, format) {
         (Ok(v), Format::Native) => Item::Verdict(Box::new(json::verdict_line(v))),
         (Ok(v), Format::Ecs) => Item::EcsVerdict(Box::new(json::ecs_verdict(v, None))),
-        (Err(e), Format::Native) => Item::Error(json::error_line(input, e)),
+        (Ok(v), Format::Stix(at)) => {
+            Item::Stix(Box::new(stix::stix_bundle(v, at.api, at.now_unix_ms)))
+        }
+        (Err(e), Format::Native | Format::Stix(_)) => Item::Error(json::error_line(input, e)),
         (Err(e), Format::Ecs) => Item::EcsError(Box::new(json::ecs_error(input, e, None))),
     }
 }
@@ -458,6 +501,48 @@ mod tests {
             route("GET", "/v1/ip/1.2.3.4?format=xml"),
             Route::Refused(Refusal::BadFormat("xml".into()))
         );
+        assert_eq!(
+            route("POST", "/v1/ip?format=stix"),
+            Route::Batch {
+                format: Format::Stix(StixAt::default())
+            }
+        );
+    }
+
+    #[test]
+    fn stix_answers_are_bundles_and_errors_stay_native() {
+        let at = StixAt {
+            api: ApiFlavour::Opentip,
+            now_unix_ms: 1_796_146_902_123,
+        };
+        let format = Format::Stix(StixAt::default()).stamped(|| at);
+        assert_eq!(format, Format::Stix(at));
+        let mut read = false;
+        let ecs = Format::Ecs.stamped(|| {
+            read = true;
+            at
+        });
+        assert_eq!((ecs, read), (Format::Ecs, false), "no clock read for ecs");
+        let v = verdict("1.2.3.4");
+        let a = verdict_answer("1.2.3.4", &Ok(v.clone()), format);
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.body,
+            json::to_vec(&stix::stix_bundle(&v, at.api, at.now_unix_ms))
+        );
+        assert_eq!(body(&a)["type"], "bundle");
+        let inputs = vec!["1.2.3.4".to_string(), "nope".to_string()];
+        let results = vec![Ok(v), Err(EnrichError::InvalidIp("nope".into()))];
+        let b = body(&batch_answer(&inputs, &results, format));
+        assert_eq!(b[0]["type"], "bundle");
+        assert_eq!(b[1]["error"]["kind"], "invalid-ip");
+        assert_eq!(b[1]["ip"], "nope");
+        let bad = route("GET", "/v1/ip/1.2.3.4?format=xml");
+        let Route::Refused(refusal) = bad else {
+            panic!("{bad:?}")
+        };
+        let message = body(&refusal.answer())["error"]["message"].clone();
+        assert_eq!(message, "format must be native, ecs or stix, not \"xml\"");
     }
 
     #[test]
