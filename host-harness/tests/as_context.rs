@@ -2,7 +2,7 @@
 //! `network_name` from `IpWhoIs`, end to end through the `tip-enrich` CLI on
 //! the bundled recordings: TIP with `IpWhoIs` asked for (`--sections`,
 //! `TIP_SECTIONS`), TIP by default (not asked, so none), OpenTIP (always
-//! sent), in native lines, `--full`, ECS, the answer store and `serve`.
+//! sent), in native lines, `--full`, ECS, `events`, the answer store and `serve`.
 
 mod common;
 
@@ -152,6 +152,31 @@ fn full_reports_and_ecs_carry_it() {
     let indicator = &ecs["threat"]["enrichments"][0]["indicator"];
     assert!(indicator.get("as").is_none(), "{ecs}");
     assert_eq!(ecs["kaspersky"]["tip"]["network_name"], Value::Null);
+}
+
+#[test]
+fn event_enrichments_carry_it() {
+    let mut cmd = tip_enrich();
+    cmd.args(["--api", "opentip", "events"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{{\"source\":{{\"ip\":\"{IP}\"}}}}\n").as_bytes())
+            .unwrap();
+    }
+    let event = &lines(&child.wait_with_output().unwrap())[0];
+    let entry = &event["threat"]["enrichments"][0];
+    assert_eq!(
+        entry["indicator"]["as"],
+        json!({"number": 57043, "organization": {"name": "HOSTKEY-AS"}}),
+        "{event}"
+    );
+    assert_eq!(entry["kaspersky"]["tip"]["network_name"], "HOSTKEY-NET");
 }
 
 #[test]
