@@ -14,8 +14,8 @@
 //! `expires_at` (Unix ms): a host store may expire entries by that field;
 //! readers ignore expired ones either way. Only what the API said is kept
 //! (the verdict's sections, without `LicenseInfo`, whose figures are of the
-//! moment; or "not found"), so a changed zone mapping applies to stored
-//! answers too. Errors, 429 and quota answers are never stored.
+//! moment, and of `IpWhoIs` only the AS context, never its `Contacts`; or
+//! "not found"), so a changed zone mapping applies to stored answers too. Errors, 429 and quota answers are never stored.
 //!
 //! **Leases** make an alert storm cost one request: the first lookup of an
 //! address takes `lease:…:{w}` by `increment` (1 means it is the holder) and
@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bindings::{IpStatus, Zone};
 use crate::config::Config;
-use crate::response::{IpGeneralInfo, VerdictSections, parse_answer};
+use crate::response::{IpGeneralInfo, IpWhoIs, VerdictSections, parse_answer};
 use crate::settings::{api_name, zone_name};
 
 /// What the answer store asks of a key-value store.
@@ -217,8 +217,12 @@ impl Scope {
     }
 }
 
-/// The version written in every value.
+/// The version written in quota entries.
 const VERSION: u32 = 1;
+
+/// The version written in answer entries: 2 since they keep `IpWhoIs` (a
+/// version 1 entry lacks it even where the API sent it, so it is not read).
+const ANSWER_VERSION: u32 = 2;
 
 /// How long a quota entry stays after its probe is due, for stores that
 /// expire entries (the probe itself is what clears it).
@@ -241,6 +245,45 @@ struct ApiSections<'a> {
     zone: Option<&'static str>,
     #[serde(rename = "IpGeneralInfo", skip_serializing_if = "Option::is_none")]
     ip_general_info: Option<ApiGeneralInfo<'a>>,
+    #[serde(rename = "IpWhoIs", skip_serializing_if = "Option::is_none")]
+    ip_whois: Option<ApiWhoIs<'a>>,
+}
+
+/// `IpWhoIs` reduced to what the verdict shows: one `Asn` entry (its number
+/// and the name line of its description) and `Net.Name`. `Contacts` (names,
+/// e-mail addresses, phone numbers) and the rest are never stored.
+#[derive(Serialize)]
+struct ApiWhoIs<'a> {
+    #[serde(rename = "Asn", skip_serializing_if = "Option::is_none")]
+    asn: Option<[ApiAsn<'a>; 1]>,
+    #[serde(rename = "Net", skip_serializing_if = "Option::is_none")]
+    net: Option<ApiNet<'a>>,
+}
+
+#[derive(Serialize)]
+struct ApiAsn<'a> {
+    #[serde(rename = "Number", skip_serializing_if = "Option::is_none")]
+    number: Option<u32>,
+    #[serde(rename = "Description", skip_serializing_if = "Option::is_none")]
+    description: Option<[&'a str; 1]>,
+}
+
+#[derive(Serialize)]
+struct ApiNet<'a> {
+    #[serde(rename = "Name")]
+    name: &'a str,
+}
+
+fn api_whois(w: &IpWhoIs) -> ApiWhoIs<'_> {
+    ApiWhoIs {
+        asn: (w.as_number.is_some() || w.as_organization.is_some()).then(|| {
+            [ApiAsn {
+                number: w.as_number,
+                description: w.as_organization.as_deref().map(|o| [o]),
+            }]
+        }),
+        net: w.network_name.as_deref().map(|name| ApiNet { name }),
+    }
 }
 
 #[derive(Serialize)]
@@ -431,7 +474,7 @@ impl<'a> AnswerStore<'a> {
         let key = self.scope.answer_key(ip);
         let bytes = self.with(|kv| kv.get(&key)).flatten()?;
         let entry: AnswerIn<'_> = serde_json::from_slice(&bytes).ok()?;
-        if entry.v != VERSION || entry.expires_at <= now_ms {
+        if entry.v != ANSWER_VERSION || entry.expires_at <= now_ms {
             return None;
         }
         let sections = match (entry.status, entry.sections) {
@@ -460,13 +503,14 @@ impl<'a> AnswerStore<'a> {
             return;
         }
         let entry = AnswerOut {
-            v: VERSION,
+            v: ANSWER_VERSION,
             fetched_at: now_ms,
             expires_at: now_ms.saturating_add(ttl),
             status: if sections.is_some() { 200 } else { 404 },
             sections: sections.map(|s| ApiSections {
                 zone: s.zone.map(api_zone),
                 ip_general_info: s.ip_general_info.as_ref().map(api_general_info),
+                ip_whois: s.ip_whois.as_ref().map(api_whois),
             }),
         };
         let Ok(bytes) = serde_json::to_vec(&entry) else {
@@ -670,6 +714,104 @@ mod tests {
                 fetched_at_ms: 3_000
             })
         );
+    }
+
+    /// A TIP `IpWhoIs` as real answers carry it: the number as a string
+    /// beside `Origin`, `Net.Description` one string with CRLF, `Contacts`.
+    const WHOIS: &[u8] = br#"{"Zone": "Red", "IpGeneralInfo": {"Ip": "45.9.148.108", "CountryCode": "NL"},
+        "IpWhoIs": {"Asn": [{"Number": "57043", "Origin": "AS57043", "Description": ["HOSTKEY-AS", "NL"]}],
+        "Net": {"RangeStart": "45.9.148.0", "RangeEnd": "45.9.148.255", "Name": "NL-HOSTKEY-20190612",
+            "Description": "HOSTKEY B.V.\r\nAmsterdam"},
+        "Contacts": [{"Name": "HOSTKEY B.V.", "ContactRole": "abuse", "Phone": "+31 20 820 1111",
+            "Email": "abuse@example.net", "Address": "Amsterdam, Netherlands"}]}}"#;
+
+    #[test]
+    fn the_as_context_survives_the_store_and_contacts_are_not_kept() {
+        let mut kv = MemoryKv::new(100);
+        let c = config(Some("k-123456"), None);
+        let mut store = AnswerStore::new(Some(&mut kv), &c);
+        let answer = parse_answer(WHOIS).unwrap().into_verdict_sections();
+        let whois = answer.ip_whois.clone().unwrap();
+        assert_eq!(
+            whois,
+            IpWhoIs {
+                as_number: Some(57043),
+                as_organization: Some("HOSTKEY-AS".into()),
+                network_name: Some("NL-HOSTKEY-20190612".into()),
+            }
+        );
+        store.put(IP, Some(&answer), 1_000);
+        let got = store.get(IP, 2_000).unwrap();
+        assert_eq!(got.sections.as_deref(), Some(&answer));
+        let ip: IpAddr = IP;
+        let v = crate::verdict::from_sections(ip, got.sections.as_deref().unwrap(), &c.verdict_map);
+        assert_eq!(
+            (
+                v.as_number,
+                v.as_organization.as_deref(),
+                v.network_name.as_deref()
+            ),
+            (Some(57043), Some("HOSTKEY-AS"), Some("NL-HOSTKEY-20190612"))
+        );
+        drop(store);
+        let (_, stored) = kv.entries().next().unwrap();
+        let text = String::from_utf8_lossy(stored);
+        assert!(
+            text.contains(r#""IpWhoIs":{"Asn":[{"Number":57043,"Description":["HOSTKEY-AS"]}],"Net":{"Name":"NL-HOSTKEY-20190612"}}"#),
+            "{text}"
+        );
+        for personal in [
+            "Contacts",
+            "abuse@example.net",
+            "+31",
+            "Amsterdam",
+            "RangeStart",
+        ] {
+            assert!(!text.contains(personal), "{personal} stored: {text}");
+        }
+    }
+
+    #[test]
+    fn partial_as_context_reads_back_as_it_was() {
+        let c = config(Some("k-123456"), None);
+        for body in [
+            &br#"{"Zone": "Grey", "IpWhoIs": {"Asn": [{"Description": "GOOGLE\nUS"}]}}"#[..],
+            br#"{"Zone": "Grey", "IpWhoIs": {"Asn": {"Origin": "AS15169"}}}"#,
+            br#"{"Zone": "Grey", "IpWhoIs": {"Net": {"Name": "GOGL"}}}"#,
+            br#"{"Zone": "Grey", "IpWhoIs": {"Asn": "x", "Net": 7}}"#,
+            br#"{"Zone": "Grey", "IpWhoIs": null}"#,
+        ] {
+            let answer = parse_answer(body).unwrap().into_verdict_sections();
+            let mut kv = MemoryKv::new(100);
+            let mut store = AnswerStore::new(Some(&mut kv), &c);
+            store.put(IP, Some(&answer), 0);
+            let got = store.get(IP, 1).unwrap();
+            assert_eq!(
+                got.sections.as_deref(),
+                Some(&answer),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_of_version_1_is_not_read() {
+        let mut kv = MemoryKv::new(100);
+        let c = config(Some("k-123456"), None);
+        let key = Scope::of(&c).answer_key(IP);
+        kv.set(
+            &key,
+            br#"{"v":1,"fetched_at":0,"expires_at":9000,"status":200,"sections":{"Zone":"Red"}}"#,
+        )
+        .unwrap();
+        assert!(AnswerStore::new(Some(&mut kv), &c).get(IP, 1).is_none());
+        kv.set(
+            &key,
+            br#"{"v":2,"fetched_at":0,"expires_at":9000,"status":200,"sections":{"Zone":"Red"}}"#,
+        )
+        .unwrap();
+        assert!(AnswerStore::new(Some(&mut kv), &c).get(IP, 1).is_some());
     }
 
     #[test]

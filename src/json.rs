@@ -31,7 +31,7 @@ pub const PROVIDER: &str = "Kaspersky Threat Intelligence Portal";
 pub const MAX_ECHO_CHARS: usize = 128;
 
 /// The fields of a native verdict line, in their order (README, "Output").
-pub const VERDICT_FIELDS: [&str; 19] = [
+pub const VERDICT_FIELDS: [&str; 22] = [
     "ip",
     "zone",
     "threat_score",
@@ -44,6 +44,9 @@ pub const VERDICT_FIELDS: [&str; 19] = [
     "fetched_at",
     "status",
     "country_code",
+    "as_number",
+    "as_organization",
+    "network_name",
     "categories",
     "hits_count",
     "first_seen",
@@ -133,6 +136,9 @@ pub struct VerdictLine<'a> {
     fetched_at: Option<&'a str>,
     status: Option<&'static str>,
     country_code: Option<&'a str>,
+    as_number: Option<u32>,
+    as_organization: Option<&'a str>,
+    network_name: Option<&'a str>,
     categories: &'a [String],
     hits_count: Option<u64>,
     first_seen: Option<&'a str>,
@@ -162,6 +168,9 @@ pub fn verdict_line(v: &Verdict) -> VerdictLine<'_> {
         fetched_at: v.fetched_at.as_deref(),
         status: v.status.map(status_name),
         country_code: v.country_code.as_deref(),
+        as_number: v.as_number,
+        as_organization: v.as_organization.as_deref(),
+        network_name: v.network_name.as_deref(),
         categories: &v.categories,
         hits_count: v.hits_count,
         first_seen: v.first_seen.as_deref(),
@@ -326,6 +335,33 @@ struct EcsGeo<'a> {
     country_iso_code: &'a str,
 }
 
+/// ECS `as.*`: `as.number` and `as.organization.name`.
+#[derive(Serialize)]
+struct EcsAs<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organization: Option<EcsOrganization<'a>>,
+}
+
+#[derive(Serialize)]
+struct EcsOrganization<'a> {
+    name: &'a str,
+}
+
+impl<'a> EcsAs<'a> {
+    /// The AS fields of `v`, when it has any.
+    fn of(v: &'a Verdict) -> Option<EcsAs<'a>> {
+        (v.as_number.is_some() || v.as_organization.is_some()).then(|| EcsAs {
+            number: v.as_number,
+            organization: v
+                .as_organization
+                .as_deref()
+                .map(|name| EcsOrganization { name }),
+        })
+    }
+}
+
 #[derive(Serialize)]
 struct EcsIndicator<'a> {
     #[serde(rename = "type")]
@@ -340,6 +376,8 @@ struct EcsIndicator<'a> {
     sightings: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     geo: Option<EcsGeo<'a>>,
+    #[serde(rename = "as", skip_serializing_if = "Option::is_none")]
+    autonomous_system: Option<EcsAs<'a>>,
 }
 
 #[derive(Serialize)]
@@ -381,6 +419,7 @@ struct KasperskyTip<'a> {
     found: bool,
     status: Option<&'static str>,
     categories: &'a [String],
+    network_name: Option<&'a str>,
     source: &'static str,
     fetched_at: Option<&'a str>,
     reserved_block: Option<&'a str>,
@@ -423,6 +462,7 @@ fn ecs_indicator(v: &Verdict) -> EcsIndicator<'_> {
         geo: v.country_code.as_deref().map(|cc| EcsGeo {
             country_iso_code: cc,
         }),
+        autonomous_system: EcsAs::of(v),
     }
 }
 
@@ -439,6 +479,7 @@ fn kaspersky_tip(v: &Verdict) -> Kaspersky<'_> {
             found: v.found,
             status: v.status.map(status_name),
             categories: &v.categories,
+            network_name: v.network_name.as_deref(),
             source: source_name(v.source),
             fetched_at: v.fetched_at.as_deref(),
             reserved_block: v.reserved_block.as_deref(),
@@ -668,6 +709,9 @@ mod tests {
             found: true,
             status: Some(IpStatus::Known),
             country_code: Some("NL".into()),
+            as_number: Some(57043),
+            as_organization: Some("HOSTKEY-AS".into()),
+            network_name: Some("NL-HOSTKEY-20190612".into()),
             categories: vec!["CATEGORY_MALWARE".into()],
             hits_count: Some(12),
             first_seen: Some("2020-01-01T00:00:00Z".into()),
@@ -697,6 +741,20 @@ mod tests {
         assert_eq!(v["related_report_ids"], json!(["r1"]));
         assert_eq!(v["related_reports"][0]["title"], "Op");
         assert_eq!(v["day_quota"], 2000);
+        assert_eq!(v["as_number"], 57043);
+        assert_eq!(v["as_organization"], "HOSTKEY-AS");
+        assert_eq!(v["network_name"], "NL-HOSTKEY-20190612");
+        assert!(
+            text.contains(r#""country_code":"NL","as_number":57043,"as_organization":"HOSTKEY-AS","network_name":"NL-HOSTKEY-20190612","categories":"#),
+            "{text}"
+        );
+        // Without AS context the fields are there, null.
+        let mut bare = verdict();
+        (bare.as_number, bare.as_organization, bare.network_name) = (None, None, None);
+        let v = value(&verdict_line(&bare));
+        for key in ["as_number", "as_organization", "network_name"] {
+            assert_eq!(v[key], Value::Null, "{key}");
+        }
     }
 
     #[test]
@@ -816,16 +874,41 @@ mod tests {
         assert_eq!(enrichment["matched"]["field"], "source.ip");
         assert_eq!(e["kaspersky"]["tip"]["related_report_ids"], json!(["r1"]));
         assert_eq!(e["event"]["kind"], "enrichment");
+        assert_eq!(
+            enrichment["indicator"]["as"],
+            json!({"number": 57043, "organization": {"name": "HOSTKEY-AS"}})
+        );
+        assert_eq!(e["kaspersky"]["tip"]["network_name"], "NL-HOSTKEY-20190612");
+        assert!(
+            enrichment["indicator"].get("network_name").is_none(),
+            "the network name is Kaspersky's field only"
+        );
 
         let mut v6 = verdict();
         v6.ip = "2a0e:1c80:1::1".into();
         v6.threat_score = None;
         v6.country_code = None;
+        (v6.as_number, v6.as_organization, v6.network_name) = (None, None, None);
         let e = value(&ecs_verdict(&v6, None));
         let indicator = &e["threat"]["enrichments"][0]["indicator"];
         assert_eq!(indicator["type"], "ipv6-addr");
         assert_eq!(indicator["confidence"], "Not Specified");
         assert!(indicator.get("geo").is_none());
+        assert!(indicator.get("as").is_none());
+        assert_eq!(e["kaspersky"]["tip"]["network_name"], Value::Null);
+        // A number alone, or a name alone.
+        v6.as_number = Some(15169);
+        let e = value(&ecs_verdict(&v6, None));
+        assert_eq!(
+            e["threat"]["enrichments"][0]["indicator"]["as"],
+            json!({"number": 15169})
+        );
+        (v6.as_number, v6.as_organization) = (None, Some("GOOGLE".into()));
+        let e = value(&ecs_verdict(&v6, None));
+        assert_eq!(
+            e["threat"]["enrichments"][0]["indicator"]["as"],
+            json!({"organization": {"name": "GOOGLE"}})
+        );
         assert!(
             e["threat"]["enrichments"][0]["matched"]
                 .get("field")

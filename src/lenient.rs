@@ -219,6 +219,48 @@ scalar_field!(
 );
 
 scalar_field!(
+    /// Lines of text: one string split at its line breaks (CRLF, LF or CR),
+    /// or an array of them (non-text entries dropped); each line trimmed,
+    /// empty ones dropped. No line at all reads as absent. (WHOIS
+    /// descriptions come both ways.)
+    Lines, Vec<String>, |a| {
+        let texts: Vec<String> = match &a {
+            Any::Seq(items) => items.iter().filter_map(Any::scalar_text).collect(),
+            other => other.scalar_text().into_iter().collect(),
+        };
+        let lines: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.split(['\r', '\n']))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    }
+);
+
+scalar_field!(
+    /// An autonomous system number: 1 to 4294967295 (ASNs are 32-bit; AS 0
+    /// means "no AS", RFC 7607), from a whole number, a numeric string, or
+    /// `AS57043` (any case, as `Asn.Origin` writes it).
+    AsNumber, u32, |a| match &a {
+        Any::U64(n) => u32::try_from(*n).ok(),
+        Any::Str(s) => {
+            let s = s.trim();
+            let digits = match s.get(..2) {
+                Some(prefix) if prefix.eq_ignore_ascii_case("as") => s.get(2..).unwrap_or_default().trim_start(),
+                _ => s,
+            };
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse::<u32>().ok())
+                .flatten()
+        }
+        _ => None,
+    }
+    .filter(|n| *n != 0)
+);
+
+scalar_field!(
     /// A count: a whole number >= 0, from a number or numeric string.
     Count, u64, |a| a.count()
 );

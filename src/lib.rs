@@ -44,7 +44,9 @@ pub use config::{BaseUrl, Config, EnvLookup, Purpose, VerdictMap, lookup_in};
 pub use error::{Error, excerpt, kind as error_kind, parse_retry_after, status_error};
 pub use ip::{IANA_REGISTRY_AS_OF, IpError, SpecialBlock, parse_ip, special_block};
 pub use request::{HttpRequest, build_request, is_auth_header};
-pub use response::{CategoryWithZone, IpGeneralInfo, LicenseInfo, VerdictSections, parse_answer};
+pub use response::{
+    CategoryWithZone, IpGeneralInfo, IpWhoIs, LicenseInfo, VerdictSections, parse_answer,
+};
 pub use secrets::Secrets;
 pub use text::{bounded, prefix};
 pub use transport::{HttpResponse, Limits, SendError, Ticket, Transport};

@@ -1,5 +1,5 @@
 //! Tolerant parsing of an IP answer into the sections a verdict needs
-//! (`LicenseInfo`, `Zone`, `IpGeneralInfo`).
+//! (`LicenseInfo`, `Zone`, `IpGeneralInfo`, and the AS context of `IpWhoIs`).
 //!
 //! Every section and field is optional, unknown keys (every other section
 //! included) are skipped without being kept, and a field of the wrong type
@@ -12,8 +12,8 @@ use serde::Deserialize;
 use crate::bindings::{AptReport, IpStatus, Zone};
 use crate::error::Error;
 use crate::lenient::{
-    Count, Flag, Lenient, Records, Score, Section, StatusField, Text, TextList, ZoneField,
-    object_only,
+    AsNumber, Count, Flag, Lenient, Lines, Records, Score, Section, StatusField, Text, TextList,
+    ZoneField, object_only,
 };
 
 /// Declares a raw serde struct of lenient fields and its conversion to the WIT record.
@@ -140,6 +140,90 @@ impl Lenient for AptReports {
     }
 }
 
+/// The AS context of `IpWhoIs`: what a verdict shows of it (its `Contacts`,
+/// personal data, are never read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IpWhoIs {
+    /// The AS number: of the first `Asn` entry with a usable `Number` (or,
+    /// failing that, `Origin`, `AS57043`).
+    pub as_number: Option<u32>,
+    /// The AS's name: the first line of that entry's `Description` that is
+    /// not a two-letter country code (`["HOSTKEY-AS", "NL"]`: `HOSTKEY-AS`).
+    pub as_organization: Option<String>,
+    /// The first line of `Net.Name`.
+    pub network_name: Option<String>,
+}
+
+/// One `Asn` entry.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AsnRaw {
+    #[serde(rename = "Number", default)]
+    number: AsNumber,
+    #[serde(rename = "Origin", default)]
+    origin: AsNumber,
+    #[serde(rename = "Description", default)]
+    description: Lines,
+}
+
+impl AsnRaw {
+    fn number(&self) -> Option<u32> {
+        self.number.0.or(self.origin.0)
+    }
+}
+
+/// `Net`: only its name is read.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NetRaw {
+    #[serde(rename = "Name", default)]
+    name: Lines,
+}
+
+/// `IpWhoIs`: `Asn` a list of entries (or one), `Net` an object (or a list).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct IpWhoIsRaw {
+    #[serde(rename = "Asn", default)]
+    asn: Records<AsnRaw>,
+    #[serde(rename = "Net", default)]
+    net: Records<NetRaw>,
+}
+
+/// Whether a description line is a country code (`NL`), not a name.
+fn is_country_code(line: &str) -> bool {
+    line.len() == 2 && line.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+fn first_line(lines: Lines) -> Option<String> {
+    lines.0.and_then(|l| l.into_iter().next())
+}
+
+impl Lenient for IpWhoIsRaw {
+    type Out = IpWhoIs;
+    fn into_out(self) -> IpWhoIs {
+        let entries = self.asn.0.unwrap_or_default();
+        // The first entry with a number; with none, the first entry (its name).
+        let at = entries
+            .iter()
+            .position(|e| e.number().is_some())
+            .unwrap_or(0);
+        let entry = entries.into_iter().nth(at);
+        IpWhoIs {
+            as_number: entry.as_ref().and_then(AsnRaw::number),
+            as_organization: entry.and_then(|e| {
+                e.description
+                    .0?
+                    .into_iter()
+                    .find(|line| !is_country_code(line))
+            }),
+            network_name: self
+                .net
+                .0
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|n| first_line(n.name)),
+        }
+    }
+}
+
 /// A whole IP answer (a 200 body), sections still lenient.
 #[derive(Debug, Default, Deserialize)]
 pub struct IpAnswer {
@@ -149,6 +233,8 @@ pub struct IpAnswer {
     zone: ZoneField,
     #[serde(rename = "IpGeneralInfo", default)]
     ip_general_info: Section<IpGeneralInfoRaw>,
+    #[serde(rename = "IpWhoIs", default, alias = "IpWHOIS", alias = "IpWhois")]
+    ip_whois: Section<IpWhoIsRaw>,
 }
 
 /// The sections a verdict is derived from.
@@ -160,6 +246,8 @@ pub struct VerdictSections {
     pub zone: Option<Zone>,
     /// `IpGeneralInfo`.
     pub ip_general_info: Option<IpGeneralInfo>,
+    /// `IpWhoIs` (OpenTIP always sends it; TIP when it is requested).
+    pub ip_whois: Option<IpWhoIs>,
 }
 
 impl IpAnswer {
@@ -169,6 +257,7 @@ impl IpAnswer {
             license_info: self.license_info.into_out(),
             zone: self.zone.into_out(),
             ip_general_info: self.ip_general_info.into_out(),
+            ip_whois: self.ip_whois.into_out(),
         }
     }
 }
@@ -298,6 +387,146 @@ mod tests {
         ));
     }
 
+    fn whois(json: &str) -> Option<IpWhoIs> {
+        let body = format!(r#"{{"Zone": "Red", "IpWhoIs": {json}}}"#);
+        parse_answer(body.as_bytes())
+            .unwrap()
+            .into_verdict_sections()
+            .ip_whois
+    }
+
+    fn as_number(asn: &str) -> Option<u32> {
+        whois(&format!(r#"{{"Asn": [{asn}]}}"#)).and_then(|w| w.as_number)
+    }
+
+    fn organization(description: &str) -> Option<String> {
+        whois(&format!(
+            r#"{{"Asn": [{{"Number": 1, "Description": {description}}}]}}"#
+        ))
+        .and_then(|w| w.as_organization)
+    }
+
+    #[test]
+    fn as_numbers_are_read_tolerantly_within_32_bits() {
+        assert_eq!(as_number(r#"{"Number": 57043}"#), Some(57043));
+        assert_eq!(as_number(r#"{"Number": "57043"}"#), Some(57043));
+        assert_eq!(as_number(r#"{"Number": " 57043 "}"#), Some(57043));
+        assert_eq!(as_number(r#"{"Origin": "AS57043"}"#), Some(57043));
+        assert_eq!(as_number(r#"{"Origin": "as 57043"}"#), Some(57043));
+        assert_eq!(as_number(r#"{"Number": "AS57043"}"#), Some(57043));
+        assert_eq!(
+            as_number(r#"{"Number": "x", "Origin": "AS57043"}"#),
+            Some(57043)
+        );
+        assert_eq!(as_number(r#"{"Number": 4294967295}"#), Some(u32::MAX));
+        for bad in [
+            r#"{"Number": 4294967296}"#,
+            r#"{"Number": "4294967296"}"#,
+            r#"{"Number": -57043}"#,
+            r#"{"Number": "-57043"}"#,
+            r#"{"Number": "+57043"}"#,
+            r#"{"Number": 0}"#,
+            r#"{"Origin": "AS0"}"#,
+            r#"{"Number": 57043.5}"#,
+            r#"{"Number": true}"#,
+            r#"{"Number": [57043]}"#,
+            r#"{"Number": {"Value": 57043}}"#,
+            r#"{"Number": null}"#,
+            r#"{"Origin": "AS"}"#,
+            r#"{"Origin": "ASN-57043"}"#,
+            r#"{"Origin": "AS57043 AS1"}"#,
+            r#"{"Origin": "١٢"}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(as_number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_organization_is_the_first_description_line_not_a_country_code() {
+        assert_eq!(
+            organization(r#"["HOSTKEY-AS", "NL"]"#).as_deref(),
+            Some("HOSTKEY-AS")
+        );
+        assert_eq!(
+            organization(r#"["NL", " HOSTKEY-AS "]"#).as_deref(),
+            Some("HOSTKEY-AS")
+        );
+        assert_eq!(
+            organization(r#""HOSTKEY-AS\r\nNL""#).as_deref(),
+            Some("HOSTKEY-AS")
+        );
+        assert_eq!(
+            organization(r#""\r\n  \nGOOGLE LLC\rUS""#).as_deref(),
+            Some("GOOGLE LLC")
+        );
+        assert_eq!(organization(r#"["", "A\r\nB", 7]"#).as_deref(), Some("A"));
+        for none in [
+            r#"["NL"]"#,
+            "[]",
+            r#""""#,
+            r#"" \r\n ""#,
+            "{}",
+            "null",
+            "[{}]",
+        ] {
+            assert_eq!(organization(none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn asn_and_net_shapes() {
+        // An object instead of an array; entries without a number are passed over.
+        let w = whois(r#"{"Asn": {"Number": 15169, "Description": ["GOOGLE", "US"]}}"#).unwrap();
+        assert_eq!(
+            (w.as_number, w.as_organization.as_deref()),
+            (Some(15169), Some("GOOGLE"))
+        );
+        let w = whois(
+            r#"{"Asn": [7, {"Description": ["NONUMBER"]}, {"Number": "3", "Description": "THREE"}, {"Number": 4}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (w.as_number, w.as_organization.as_deref()),
+            (Some(3), Some("THREE"))
+        );
+        // No entry with a number: the first entry still names the AS.
+        let w = whois(r#"{"Asn": [{"Description": ["NONUMBER"]}, {"Description": "B"}]}"#).unwrap();
+        assert_eq!(
+            (w.as_number, w.as_organization.as_deref()),
+            (None, Some("NONUMBER"))
+        );
+        // Net: an object, or a list of them; the name's first line.
+        let name = |net: &str| whois(&format!(r#"{{"Net": {net}}}"#)).and_then(|w| w.network_name);
+        assert_eq!(
+            name(r#"{"Name": "NL-HOSTKEY-20190612", "Description": "HOSTKEY B.V.\r\nAmsterdam"}"#)
+                .as_deref(),
+            Some("NL-HOSTKEY-20190612")
+        );
+        assert_eq!(
+            name(r#"[{"Name": ""}, {"Name": ["GOGL", "x"]}]"#).as_deref(),
+            Some("GOGL")
+        );
+        assert_eq!(name(r#"{"Name": " "}"#), None);
+        assert_eq!(name(r#""GOGL""#), None);
+        assert_eq!(name(r#"{"Name": {"x": 1}}"#), None);
+        // Wrong types throughout read as absent, never as an error.
+        for json in [
+            r#"{"Asn": "AS1", "Net": 5}"#,
+            r#"{"Asn": [[1]], "Net": [[]]}"#,
+            "{}",
+        ] {
+            assert_eq!(whois(json), Some(IpWhoIs::default()), "{json}");
+        }
+        for json in ["[]", "\"x\"", "7", "null"] {
+            assert_eq!(whois(json), None, "{json}");
+        }
+        // The documented spelling of the section, too.
+        let body = br#"{"IpWHOIS": {"Asn": [{"Number": 1}]}}"#;
+        let s = parse_answer(body).unwrap().into_verdict_sections();
+        assert_eq!(s.ip_whois.and_then(|w| w.as_number), Some(1));
+    }
+
     #[test]
     fn opentip_shapes() {
         let body = br#"{"Zone": "Grey", "IpGeneralInfo": {"Status": "known", "Ip": "8.8.8.8", "CountryCode": "US", "HitsCount": 100000},
@@ -307,5 +536,10 @@ mod tests {
         assert_eq!(igi.status, Some(IpStatus::Known));
         assert_eq!(igi.hits_count, Some(100000));
         assert_eq!(igi.threat_score, None);
+        let w = s.ip_whois.unwrap();
+        assert_eq!(
+            (w.as_number, w.as_organization.as_deref(), w.network_name),
+            (Some(15169), Some("GOOGLE"), None)
+        );
     }
 }

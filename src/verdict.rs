@@ -27,6 +27,7 @@ pub fn soar_verdict(zone: Zone, threat_score: Option<u8>, map: &VerdictMap) -> S
 pub fn from_sections(ip: IpAddr, sections: &VerdictSections, map: &VerdictMap) -> Verdict {
     let zone = sections.zone.unwrap_or(Zone::Grey);
     let general = sections.ip_general_info.as_ref();
+    let whois = sections.ip_whois.as_ref();
     let threat_score = general.and_then(|g| g.threat_score);
     let mut categories: Vec<String> = Vec::new();
     if let Some(g) = general {
@@ -63,6 +64,9 @@ pub fn from_sections(ip: IpAddr, sections: &VerdictSections, map: &VerdictMap) -
         country_code: general
             .and_then(|g| g.country_code.clone())
             .filter(|c| !c.trim().is_empty()),
+        as_number: whois.and_then(|w| w.as_number),
+        as_organization: whois.and_then(|w| w.as_organization.clone()),
+        network_name: whois.and_then(|w| w.network_name.clone()),
         categories,
         hits_count: general.and_then(|g| g.hits_count),
         first_seen: general.and_then(|g| g.first_seen.clone()),
@@ -85,6 +89,9 @@ fn empty(ip: IpAddr, map: &VerdictMap, status: IpStatus, source: VerdictSource) 
         found: false,
         status: Some(status),
         country_code: None,
+        as_number: None,
+        as_organization: None,
+        network_name: None,
         categories: Vec::new(),
         hits_count: None,
         first_seen: None,

@@ -460,3 +460,58 @@ fn issue_11_a_probe_that_gets_no_answer_sends_nothing_else_and_the_next_lookup_p
     assert!(v.is_ok(), "{v:?}");
     assert_eq!(t.sent.len(), 3);
 }
+
+/// The stored entry of one bundled recording's answer, read through the
+/// client with a fresh store: its size in bytes and its text.
+fn stored_entry(recording: &str, ip: &str, sections: Option<&str>) -> (usize, String) {
+    let body =
+        std::fs::read(expect::tests_dir().join(format!("recordings/bodies/{recording}.json")))
+            .unwrap();
+    let mut t = Fake::responding(move |_, _| {
+        Ok(tip_enrich::HttpResponse {
+            status: 200,
+            headers: vec![],
+            body: body.clone(),
+        })
+    });
+    let mut kv = MemoryKv::new(100);
+    let mut s = settings();
+    s.sections = sections.map(|l| l.split(',').map(str::to_owned).collect());
+    Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich(ip, &s)
+        .unwrap();
+    let (_, value) = kv
+        .entries()
+        .find(|(k, _)| k.starts_with(tip_enrich::ANSWER_PREFIX))
+        .expect("the answer was stored");
+    (value.len(), String::from_utf8(value.clone()).unwrap())
+}
+
+/// What `IpWhoIs` adds to a stored entry: its AS context, a few dozen
+/// bytes, never the WHOIS contacts (BENCHMARKS.md, "AS context").
+#[test]
+fn issue_13_ipwhois_adds_its_as_context_to_a_stored_entry_and_nothing_else() {
+    let (without, _) = stored_entry("tip-red-apt-45.9.148.108", "45.9.148.108", None);
+    let (with, text) = stored_entry(
+        "tip-whois-45.9.148.108",
+        "45.9.148.108",
+        Some("LicenseInfo,Zone,IpGeneralInfo,IpWhoIs"),
+    );
+    eprintln!("stored entry: {without} B without IpWhoIs, {with} B with it");
+    assert!(
+        text.contains(r#""IpWhoIs":{"Asn":[{"Number":57043,"Description":["HOSTKEY-AS"]}],"Net":{"Name":"NL-HOSTKEY-20190612"}}"#),
+        "{text}"
+    );
+    // The two answers differ only in IpWhoIs (and LicenseInfo, never stored).
+    assert_eq!(with - without, r#","IpWhoIs":{"Asn":[{"Number":57043,"Description":["HOSTKEY-AS"]}],"Net":{"Name":"NL-HOSTKEY-20190612"}}"#.len());
+    for personal in [
+        "Contacts",
+        "example.net",
+        "+31",
+        "Amsterdam",
+        "ORG-HB123-RIPE",
+    ] {
+        assert!(!text.contains(personal), "{personal} stored: {text}");
+    }
+}

@@ -64,6 +64,9 @@ fn observe(v: &Verdict) -> Observed {
             .into()
         }),
         country_code: v.country_code.clone(),
+        as_number: v.as_number,
+        as_organization: v.as_organization.clone(),
+        network_name: v.network_name.clone(),
         categories: v.categories.clone(),
         first_seen: v.first_seen.clone(),
         day_requests: v.quota.as_ref().and_then(|q| q.day_requests),
@@ -112,6 +115,7 @@ fn settings_for(e: &expect::Expectation) -> Settings {
         s.api = Some(ApiFlavour::Opentip);
     }
     s.query_reserved = Some(e.query_reserved());
+    s.sections = e.sections();
     s
 }
 

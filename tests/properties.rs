@@ -54,7 +54,12 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("gray"),
             Just("GREEN"),
             Just("known"),
-            Just("NoInfo")
+            Just("NoInfo"),
+            Just("AS57043"),
+            Just("57043"),
+            Just("NL"),
+            Just("HOSTKEY-AS\r\nNL"),
+            Just(" \r\n "),
         ]
         .prop_map(serde_json::Value::from),
     ];
@@ -81,6 +86,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             Just("Number"),
             Just("Description"),
             Just("Net"),
+            Just("Origin"),
+            Just("Contacts"),
+            Just("IpWHOIS"),
             Just("DataFeeds"),
             Just("Unknown"),
         ];
@@ -151,6 +159,23 @@ proptest! {
                 }));
             prop_assert_eq!(r.verdict.zone, zone.unwrap_or(Zone::Grey));
         }
+    }
+
+    /// `Asn` numbers: exactly the whole numbers 1 to 2^32-1, whether a JSON
+    /// number, a numeric string or `AS…`; anything else is no number.
+    #[test]
+    fn as_numbers_are_the_32_bit_ones_however_written(n in any::<i64>(), form in 0u8..4) {
+        let asn = match form {
+            0 => format!(r#"{{"Number": {n}}}"#),
+            1 => format!(r#"{{"Number": "{n}"}}"#),
+            2 => format!(r#"{{"Origin": "AS{n}"}}"#),
+            _ => format!(r#"{{"Number": [{n}], "Origin": "as {n}"}}"#),
+        };
+        let body = format!(r#"{{"IpWhoIs": {{"Asn": [{{"Number": null}}, {asn}]}}}}"#);
+        let got = parse_answer(body.as_bytes()).unwrap().into_verdict_sections()
+            .ip_whois.and_then(|w| w.as_number);
+        let want = u32::try_from(n).ok().filter(|n| *n != 0);
+        prop_assert_eq!(got, want);
     }
 
     #[test]

@@ -12,12 +12,13 @@ use std::net::IpAddr;
 use tip_enrich::HttpRequest;
 use tip_enrich::VerdictMap;
 use tip_enrich::bindings::{
-    ApiFlavour, EnrichError, Report, Settings, SoarVerdict, Verdict, Zone, ZoneVerdict,
+    ApiFlavour, EnrichError, Report, Settings, SoarVerdict, Verdict, VerdictSource, Zone,
+    ZoneVerdict,
 };
 use tip_enrich::json::error_message;
 use tip_enrich::parse_answer;
 use tip_enrich::settings::empty as empty_settings;
-use tip_enrich::{Client, HttpResponse, Limits, SendError, Ticket, Transport};
+use tip_enrich::{Client, HttpResponse, Limits, MemoryKv, SendError, Ticket, Transport};
 use tip_enrich::{SUSPICIOUS_SCORES, from_sections};
 use tip_enrich::{error_kind as kind, excerpt};
 
@@ -223,6 +224,23 @@ pub fn check_verdict(v: &Verdict, ip: IpAddr, default_map: bool) {
         "blank country code"
     );
     assert!(v.reserved_block.is_none(), "a queried address is not local");
+    assert_ne!(v.as_number, Some(0), "AS 0 is no AS");
+    for (what, text) in [
+        ("as_organization", &v.as_organization),
+        ("network_name", &v.network_name),
+    ] {
+        assert!(
+            text.as_deref()
+                .is_none_or(|t| !t.is_empty() && t.trim() == t && !t.contains(['\r', '\n'])),
+            "{what} is not one trimmed line: {text:?}"
+        );
+    }
+    assert!(
+        v.as_organization
+            .as_deref()
+            .is_none_or(|o| !(o.len() == 2 && o.bytes().all(|b| b.is_ascii_alphabetic()))),
+        "a country code read as the AS organization"
+    );
 }
 
 fn check_error(e: &EnrichError, status: u16) {
@@ -277,6 +295,39 @@ fn check_report(r: &Report, verdict: &Verdict) {
             "sections-json and the verdict disagree"
         );
     }
+}
+
+/// A found answer kept in the answer store reads back as the same verdict
+/// (the AS context included), from the store, without a request.
+fn check_stored(verdict: &Verdict, response: &HttpResponse, settings: &Settings, ip: &str) {
+    let mut kept = settings.clone();
+    kept.cache_ttl_secs = None;
+    let mut kv = MemoryKv::new(16);
+    let mut t = Canned::new(response.clone());
+    let first = Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich(ip, &kept)
+        .expect("the answer enrich read once");
+    assert_eq!(&first, verdict, "the store changed the first verdict");
+    let sent = t.sent;
+    let again = Client::new(&mut t, &env)
+        .with_store(&mut kv)
+        .enrich(ip, &kept)
+        .expect("a stored answer");
+    assert_eq!(t.sent, sent, "a stored answer was asked for again");
+    assert_eq!(again.source, VerdictSource::Cache);
+    // The store keeps no LicenseInfo: a stored answer has no quota of its own.
+    let of_the_api = |v: &Verdict| Verdict {
+        source: VerdictSource::Api,
+        fetched_at: None,
+        quota: None,
+        ..v.clone()
+    };
+    assert_eq!(
+        of_the_api(&again),
+        of_the_api(verdict),
+        "the stored answer reads back as another verdict"
+    );
 }
 
 /// The whole check for one input.
@@ -334,6 +385,10 @@ pub fn check(data: &[u8]) {
             );
         }
         Err(e) => check_error(e, case.status),
+    }
+
+    if let (200, Ok(v)) = (case.status, &enriched) {
+        check_stored(v, &response, &settings, case.ip);
     }
 
     let mut t = Canned::new(response);

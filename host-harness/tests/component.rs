@@ -69,6 +69,9 @@ fn observe(v: &serde_json::Value) -> Observed {
         found: v["found"].as_bool().unwrap(),
         status: s("status"),
         country_code: s("country_code"),
+        as_number: v["as_number"].as_u64().map(|n| u32::try_from(n).unwrap()),
+        as_organization: s("as_organization"),
+        network_name: s("network_name"),
         categories: strs("categories"),
         first_seen: s("first_seen"),
         day_requests: v["day_requests"].as_u64(),
@@ -109,6 +112,7 @@ fn every_recording_meets_its_expectation_through_the_component() {
             s.api = Some(ApiFlavour::Opentip);
         }
         s.query_reserved = Some(e.query_reserved());
+        s.sections = e.sections();
         let outcome = match e.call() {
             "lookup" => instance
                 .lookup(e.ip(), &s, BUDGET)

@@ -50,6 +50,11 @@ const ECHO_IP: &str = "6.6.6.7";
 const INVALID: &str = "not-an-ip";
 /// Reserved: answered by the component without a request.
 const RESERVED: &str = "10.0.0.1";
+/// Answered with `tip-whois-45.9.148.108`'s body (AS context) whatever the
+/// sections asked: the server stands in for TIP asked for `IpWhoIs`, since
+/// the host scripts pass no settings but the key and the base URL.
+const WHOIS_IP: &str = "45.9.148.109";
+const WHOIS: &str = "tip-whois-45.9.148.108";
 
 // ---- the installed tools ----
 
@@ -270,10 +275,16 @@ fn assert_no_key(what: &str, stdout: &str, stderr: &str) {
 /// `ECHO_IP` gets a 401 that quotes the key.
 fn recorded_api() -> Server {
     let set = RecordingSet::load(Path::new(BUNDLED_RECORDINGS)).expect("load the recordings");
+    let whois =
+        std::fs::read_to_string(repo().join(format!("tests/recordings/bodies/{WHOIS}.json")))
+            .expect("read the IpWhoIs recording's body");
     Server::start(move |seen| {
         if seen.target.starts_with(&format!("/api/ip/{ECHO_IP}?")) {
             let body = format!(r#"{{"error":"invalid API key {KEY}"}}"#);
             return Action::json(401, &body);
+        }
+        if seen.target.starts_with(&format!("/api/ip/{WHOIS_IP}?")) {
+            return Action::json(200, &whois);
         }
         match set.find(&seen.method, &format!("{TIP}{}", seen.target)) {
             Some(r) => Action::Respond {
@@ -370,6 +381,9 @@ fn observed(line: &Value) -> Result<Observed, Failure> {
         found: b("found"),
         status: s("status"),
         country_code: s("country_code"),
+        as_number: u("as_number").map(|n| u32::try_from(n).unwrap()),
+        as_organization: s("as_organization"),
+        network_name: s("network_name"),
         categories: strs("categories"),
         first_seen: s("first_seen"),
         day_requests: u("day_requests"),
@@ -393,6 +407,7 @@ fn json_host_inputs() -> Vec<String> {
     ips.extend([ECHO_IP, INVALID, RESERVED].map(str::to_owned));
     // An over-long input: every host echoes the same bounded excerpt of it.
     ips.push(format!("1.2.3.4{}", "é".repeat(300)));
+    ips.push(WHOIS_IP.to_owned());
     ips
 }
 
@@ -433,12 +448,30 @@ fn check_json_host(host: Finished, server: &Server) {
     assert_eq!(lines[6]["source"], "local");
     assert_eq!(error_kind(&lines[7]), "invalid-ip", "{}", host.what);
     assert_eq!(lines[7]["ip"].as_str().unwrap().chars().count(), 129);
+    // The AS context, as the CLI prints it (the byte comparison above).
+    let whois = &lines[8];
+    assert_eq!(whois["ip"], WHOIS_IP, "{}", host.what);
+    assert_eq!(whois["as_number"], 57043, "{}: {whois}", host.what);
+    assert_eq!(whois["as_organization"], "HOSTKEY-AS", "{}", host.what);
+    assert_eq!(
+        whois["network_name"], "NL-HOSTKEY-20190612",
+        "{}",
+        host.what
+    );
+    assert!(
+        lines[..8]
+            .iter()
+            .all(|l| l.get("error").is_some() || l["as_number"].is_null()),
+        "{}: AS context without IpWhoIs",
+        host.what
+    );
 
     let seen = server.seen();
     for name in [RED, UNAUTHORIZED, RATE_LIMITED, UPSTREAM] {
         assert_requested(&seen, name);
     }
     assert_eq!(requests_for(&seen, ECHO_IP).len(), 1);
+    assert_eq!(requests_for(&seen, WHOIS_IP).len(), 1);
     assert!(
         requests_for(&seen, RESERVED).is_empty(),
         "reserved is local"

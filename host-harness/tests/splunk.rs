@@ -93,6 +93,28 @@ fn issue_13_splunk_header_order_is_kept_with_a_subset_of_fields_in_odd_order() {
 }
 
 #[test]
+fn issue_13_splunk_as_context_fields_are_output_fields() {
+    let input =
+        "ip,as_number,as_organization,network_name\n45.9.148.108,,,\n10.0.0.1,1,stale,stale\n";
+    let out = run(
+        tip_enrich().args(["--api", "opentip", "splunk-lookup"]),
+        input,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = parse(&out.stdout);
+    assert_eq!(
+        rows[0],
+        ["ip", "as_number", "as_organization", "network_name"]
+    );
+    assert_eq!(
+        rows[1],
+        ["45.9.148.108", "57043", "HOSTKEY-AS", "HOSTKEY-NET"]
+    );
+    // A local answer has none: the stale cells are emptied.
+    assert_eq!(rows[2], ["10.0.0.1", "", "", ""]);
+}
+
+#[test]
 fn issue_13_splunk_unknown_columns_are_echoed_untouched() {
     let input = "host,ip,zone,note\nweb-1,8.8.8.8,stale,\"keep, this\"\n";
     let (code, rows, err) = lookup(&[], input);

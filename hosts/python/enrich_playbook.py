@@ -27,14 +27,15 @@ from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Linker, Variant
 
 WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich_component.wasm")
-INTERFACE = "tip:enrich/enrich-ip@0.5.0"
+INTERFACE = "tip:enrich/enrich-ip@0.6.0"
 # An error line echoes at most this many characters of its input (the CLI's).
 MAX_ECHO_CHARS = 128
 # The fields of a verdict line, in the CLI's order.
 FIELDS = (
     "ip", "zone", "threat_score", "has_apt", "related_report_ids", "suspicious",
-    "verdict", "found", "source", "fetched_at", "status", "country_code", "categories",
-    "hits_count", "first_seen", "related_reports", "day_requests", "day_quota",
+    "verdict", "found", "source", "fetched_at", "status", "country_code", "as_number",
+    "as_organization", "network_name", "categories", "hits_count", "first_seen",
+    "related_reports", "day_requests", "day_quota",
 )
 
 

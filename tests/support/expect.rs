@@ -42,6 +42,11 @@ impl Expectation {
     pub fn query_reserved(&self) -> bool {
         self.bool("query_reserved").unwrap_or(false)
     }
+    /// The `sections` setting, when the expectation gives one.
+    pub fn sections(&self) -> Option<Vec<String>> {
+        self.str("sections")
+            .map(|s| s.split(',').map(str::to_owned).collect())
+    }
 }
 
 /// Every expectation, after checking that each recording has one and each
@@ -92,6 +97,9 @@ pub struct Observed {
     pub found: bool,
     pub status: Option<String>,
     pub country_code: Option<String>,
+    pub as_number: Option<u32>,
+    pub as_organization: Option<String>,
+    pub network_name: Option<String>,
     pub categories: Vec<String>,
     pub first_seen: Option<String>,
     pub day_requests: Option<u64>,
@@ -190,6 +198,22 @@ pub fn check(e: &Expectation, outcome: Result<Observed, Failure>) {
     if e.bool("no_country_code") == Some(true) {
         assert_eq!(o.country_code, None, "{name}: country");
     }
+    // The AS context: what the expectation names, else none.
+    let as_number = t
+        .get("as_number")
+        .and_then(|v| v.as_integer())
+        .map(|n| u32::try_from(n).expect("an AS number"));
+    assert_eq!(o.as_number, as_number, "{name}: as_number");
+    assert_eq!(
+        o.as_organization.as_deref(),
+        e.str("as_organization"),
+        "{name}: as_organization"
+    );
+    assert_eq!(
+        o.network_name.as_deref(),
+        e.str("network_name"),
+        "{name}: network_name"
+    );
     if let Some(v) = strs("categories") {
         assert_eq!(o.categories, v, "{name}: categories");
     }
