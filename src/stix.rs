@@ -14,6 +14,9 @@
 //!   address, `confidence` the threat score, `labels` the categories,
 //!   `external_references` the address's portal page and each related APT
 //!   report, and a `based-on` `relationship` from it to the address;
+//! - the address's `autonomous-system` (number and name) when the answer
+//!   carried `IpWhoIs`, and a `belongs-to` `relationship` from the address
+//!   to it;
 //! - **benign or unknown** (green, grey, not found, reserved): no indicator
 //!   (consumers turn an indicator into a detection rule), but a `note` on the
 //!   address saying what Kaspersky knows of it.
@@ -252,6 +255,14 @@ fn facts(v: &Verdict) -> Vec<String> {
     if let Some(first_seen) = &v.first_seen {
         facts.push(format!("First seen: {first_seen}."));
     }
+    match (v.as_number, &v.as_organization) {
+        (Some(n), Some(org)) => facts.push(format!("AS{n} {org}.")),
+        (Some(n), None) => facts.push(format!("AS{n}.")),
+        _ => {}
+    }
+    if let Some(network) = &v.network_name {
+        facts.push(format!("Network: {network}."));
+    }
     let labels = labels(v);
     if !labels.is_empty() {
         facts.push(format!("Categories: {}.", labels.join(", ")));
@@ -322,6 +333,32 @@ pub struct Address<'a> {
     value: &'a str,
 }
 
+/// The address's autonomous system, when the answer named it
+/// (`IpWhoIs.Asn`): an `autonomous-system` cyber-observable with the id STIX
+/// derives from its `number`.
+#[derive(Serialize)]
+pub struct AutonomousSystem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    spec_version: &'static str,
+    id: String,
+    number: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct NumberOnly {
+    number: u32,
+}
+
+/// The deterministic id of an autonomous system (STIX 2.1 §2.9): UUIDv5 in
+/// the STIX namespace over `{"number":…}`, its ID contributing property.
+pub fn autonomous_system_id(number: u32) -> String {
+    let name = to_string(&NumberOnly { number });
+    format!("autonomous-system--{}", uuid5(&STIX_NAMESPACE, &name))
+}
+
 /// An `indicator` of a malicious or suspicious address.
 #[derive(Serialize)]
 pub struct Indicator<'a> {
@@ -375,7 +412,9 @@ pub enum StixObject<'a> {
     Address(Address<'a>),
     /// A malicious or suspicious address's indicator.
     Indicator(Box<Indicator<'a>>),
-    /// Indicator `based-on` address.
+    /// The address's autonomous system.
+    AutonomousSystem(AutonomousSystem<'a>),
+    /// Indicator `based-on` address, or address `belongs-to` autonomous system.
     Relationship(Relationship),
     /// A benign or unknown address's note.
     Note(Box<Note<'a>>),
@@ -409,6 +448,24 @@ pub fn stix_bundle(v: &Verdict, api: ApiFlavour, now_unix_ms: u64) -> StixBundle
     let by = Some(by.as_str());
     objects.push(StixObject::Identity(identity));
     objects.push(StixObject::Address(address));
+    if let Some(number) = v.as_number {
+        let system = AutonomousSystem {
+            kind: "autonomous-system",
+            spec_version: SPEC_VERSION,
+            id: autonomous_system_id(number),
+            number,
+            name: v.as_organization.as_deref().filter(|n| !n.is_empty()),
+        };
+        let mut belongs = Relationship {
+            common: Common::new("relationship", by, &now),
+            relationship_type: "belongs-to",
+            source_ref: address_ref.clone(),
+            target_ref: system.id.clone(),
+        };
+        belongs.common.id = content_id("relationship", &belongs);
+        objects.push(StixObject::AutonomousSystem(system));
+        objects.push(StixObject::Relationship(belongs));
+    }
     let indicator_type = match v.verdict {
         SoarVerdict::Malicious => Some("malicious-activity"),
         SoarVerdict::Suspicious => Some("anomalous-activity"),

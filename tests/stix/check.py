@@ -129,14 +129,42 @@ def check(pair):
     sco = stix2.IPv6Address(value=ip) if family == "ipv6-addr" else stix2.IPv4Address(value=ip)
     need(address["id"] == sco.id, f"{family} id {address['id']}, stix2 derives {sco.id}")
     for o in objects:
-        if o["type"] not in ("identity", family):
+        if o["type"] not in ("identity", family, "autonomous-system"):
             need(o.get("created_by_ref") == identity["id"], f"{o['type']} not created by the identity")
+
+    relationships = {}
+    for r in by_type.get("relationship", []):
+        need(r["relationship_type"] not in relationships, f"two {r['relationship_type']} relationships")
+        relationships[r["relationship_type"]] = r
+    asn = verdict.get("as_number")
+    system = set()
+    if asn is not None:
+        system = {"autonomous-system"}
+        auto = one(by_type, "autonomous-system")
+        need(auto["number"] == asn, f"autonomous-system number {auto['number']}, the verdict says {asn}")
+        need(auto["id"] == stix2.AutonomousSystem(number=asn).id,
+             f"autonomous-system id {auto['id']}, stix2 derives {stix2.AutonomousSystem(number=asn).id}")
+        need(auto.get("name") == verdict.get("as_organization"),
+             f"autonomous-system name {auto.get('name')!r}, the verdict says {verdict.get('as_organization')!r}")
+        belongs = relationships.pop("belongs-to", None)
+        need(belongs is not None, "no belongs-to relationship to the autonomous system")
+        need((belongs["source_ref"], belongs["target_ref"]) == (address["id"], auto["id"]),
+             f"belongs-to {belongs}")
+    else:
+        need("autonomous-system" not in by_type, "an autonomous system the verdict does not name")
+        need("belongs-to" not in relationships, "a belongs-to without an autonomous system")
+    if verdict.get("network_name"):
+        described = [o for o in objects if o["type"] in ("indicator", "note")]
+        need(all(f"Network: {verdict['network_name']}." in (o.get("description", "") + o.get("content", ""))
+                 for o in described), "the network name is not in the indicator's or note's text")
 
     kind = INDICATOR_TYPES.get(verdict["verdict"])
     if kind:
-        need(set(by_type) == {"identity", family, "indicator", "relationship"},
+        need(set(by_type) == {"identity", family, "indicator", "relationship"} | system,
              f"{verdict['verdict']}: objects {sorted(by_type)}")
-        indicator, relationship = one(by_type, "indicator"), one(by_type, "relationship")
+        indicator = one(by_type, "indicator")
+        relationship = relationships.pop("based-on", None)
+        need(relationship is not None and not relationships, f"relationships {sorted(relationships)}")
         need(indicator["indicator_types"] == [kind], f"indicator_types {indicator['indicator_types']}")
         want = f"[{family}:value = '{ip}']"
         need(indicator["pattern"] == want, f"pattern {indicator['pattern']!r}, want {want!r}")
@@ -159,7 +187,8 @@ def check(pair):
         need((relationship["relationship_type"], relationship["source_ref"], relationship["target_ref"])
              == ("based-on", indicator["id"], address["id"]), f"relationship {relationship}")
         return "indicator"
-    need(set(by_type) == {"identity", family, "note"},
+    need(not relationships, f"relationships {sorted(relationships)} on a {verdict['verdict']} answer")
+    need(set(by_type) - {"relationship"} == {"identity", family, "note"} | system,
          f"{verdict['verdict']}: objects {sorted(by_type)} (an indicator only for malicious or suspicious)")
     note = one(by_type, "note")
     need(note["object_refs"] == [address["id"]], f"note refs {note['object_refs']}")
@@ -195,6 +224,11 @@ def mutations(pair, kind):
         broken("a verdict of the other class", lambda p: p["verdict"].__setitem__("verdict", "benign" if kind == "indicator" else "malicious")),
         broken("the other portal", lambda p: p.__setitem__("api", "opentip" if p["api"] == "tip" else "tip")),
     ]
+    if pair["verdict"].get("as_number") is not None:
+        out += [
+            broken("another AS number", lambda p: obj(p, "autonomous-system").__setitem__("number", p["verdict"]["as_number"] + 1)),
+            broken("a dropped belongs-to", lambda p: p["bundle"].__setitem__("objects", [o for o in p["bundle"]["objects"] if o.get("relationship_type") != "belongs-to"])),
+        ]
     if kind == "indicator":
         out += [
             broken("a pattern that does not parse", lambda p: obj(p, "indicator").__setitem__("pattern", "[ipv4-addr:value = '1.2.3.4'")),
@@ -224,9 +258,10 @@ def main():
             first.setdefault(kind, pair)
         except Exception as e:  # a crash on a bundle is a failure too
             failures.append(f"bundle {i} ({pair.get('verdict', {}).get('ip')}): {e}")
-    rejected = 0
+    rejected = tried = 0
     for kind, pair in first.items():
         for what, p in mutations(pair, kind):
+            tried += 1
             try:
                 check(p)
             except Bad:
@@ -238,7 +273,7 @@ def main():
     for f in failures:
         print(f"check.py: {f}", file=sys.stderr)
     print(f"checked {len(pairs)} bundles ({kinds.get('indicator', 0)} with an indicator, "
-          f"{kinds.get('note', 0)} with a note); self-check: {rejected} broken bundles rejected")
+          f"{kinds.get('note', 0)} with a note); self-check: {rejected} of {tried} broken bundles rejected")
     return 1 if failures else 0
 
 
