@@ -584,6 +584,8 @@ struct Lookups {
     /// Epoch budget of one lookup: its deadline (retries included) and a second.
     per_lookup: Duration,
     concurrency: usize,
+    /// The shortest time the answer store keeps an answer (found or not).
+    shortest_ttl: Duration,
 }
 
 /// Per input: a verdict, an error, or a trap (its message).
@@ -624,6 +626,9 @@ impl Lookups {
             per_lookup: Duration::from_millis(u64::from(config.deadline_ms))
                 + Duration::from_secs(1),
             concurrency: config.concurrency.max(1) as usize,
+            shortest_ttl: Duration::from_secs(u64::from(
+                config.cache_ttl_secs.min(config.cache_not_found_ttl_secs),
+            )),
         })
     }
 
@@ -721,26 +726,88 @@ fn stdin_ready() -> bool {
     poll(&mut fds, Some(&now)).map_or(true, |n| n > 0)
 }
 
-/// The lookups of a chunk's distinct addresses, in order, in calls of at
-/// most [`Lookups::chunk_size`].
-fn lookup_events(lookups: &mut Lookups, ips: &[String]) -> Vec<events::Lookup> {
-    let mut results = Vec::with_capacity(ips.len());
-    for chunk in ips.chunks(lookups.chunk_size()) {
-        results.extend(
-            lookups
-                .enrich_chunk(chunk)
-                .into_iter()
-                .map(|outcome| match outcome {
-                    Ok(Ok(v)) => Ok(verdict_to_core(&v)),
-                    Ok(Err(e)) => Err(events::LookupError::from(&error_to_core(&e))),
-                    Err(trap) => Err(events::LookupError {
-                        kind: "trap".into(),
-                        message: format!("the component trapped: {trap}"),
-                    }),
-                }),
-        );
+/// How long `events` reuses a verdict it has seen in this run before asking
+/// the component (and so the answer store) again; never longer than the
+/// store keeps an answer.
+const EVENT_MEMO_TTL: Duration = Duration::from_secs(60);
+/// Verdicts `events` keeps at most, in two generations of half each.
+const EVENT_MEMO_ENTRIES: usize = 65_536;
+
+type MemoEntry = (std::time::Instant, tip_enrich::bindings::Verdict);
+
+/// The verdicts of this run's recent lookups, so an address repeated over
+/// millions of events costs one component call per [`EVENT_MEMO_TTL`], not
+/// one per chunk. Bounded: when the newer generation is full it becomes the
+/// older one and the older is dropped (an LRU, near enough, without a
+/// list). Only answers are kept; a failed lookup is asked again.
+struct Memo {
+    newer: std::collections::HashMap<String, MemoEntry>,
+    older: std::collections::HashMap<String, MemoEntry>,
+    ttl: Duration,
+}
+
+impl Memo {
+    fn new(ttl: Duration) -> Memo {
+        Memo {
+            newer: Default::default(),
+            older: Default::default(),
+            ttl,
+        }
     }
-    results
+
+    fn get(&mut self, ip: &str) -> Option<tip_enrich::bindings::Verdict> {
+        let ttl = self.ttl;
+        let fresh = |entry: &MemoEntry| entry.0.elapsed() < ttl;
+        if let Some(entry) = self.newer.get(ip).filter(|e| fresh(e)) {
+            return Some(entry.1.clone());
+        }
+        let entry = self.older.remove(ip).filter(fresh)?;
+        let verdict = entry.1.clone();
+        self.insert(ip.to_owned(), entry);
+        Some(verdict)
+    }
+
+    fn put(&mut self, ip: &str, verdict: tip_enrich::bindings::Verdict) {
+        if !self.ttl.is_zero() {
+            self.insert(ip.to_owned(), (std::time::Instant::now(), verdict));
+        }
+    }
+
+    fn insert(&mut self, ip: String, entry: MemoEntry) {
+        if self.newer.len() >= EVENT_MEMO_ENTRIES / 2 {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(ip, entry);
+    }
+}
+
+/// The lookups of a chunk's distinct addresses, in order: from the memo, or
+/// from the component in calls of at most [`Lookups::chunk_size`].
+fn lookup_events(lookups: &mut Lookups, memo: &mut Memo, ips: &[String]) -> Vec<events::Lookup> {
+    let mut results: Vec<Option<events::Lookup>> =
+        ips.iter().map(|ip| memo.get(ip).map(Ok)).collect();
+    let missing: Vec<usize> = (0..ips.len()).filter(|i| results[*i].is_none()).collect();
+    for chunk in missing.chunks(lookups.chunk_size()) {
+        let asked: Vec<String> = chunk.iter().map(|i| ips[*i].clone()).collect();
+        let answers = lookups.enrich_chunk(&asked);
+        for ((i, ip), outcome) in chunk.iter().zip(&asked).zip(answers) {
+            results[*i] = Some(match outcome {
+                Ok(Ok(v)) => {
+                    let v = verdict_to_core(&v);
+                    memo.put(ip, v.clone());
+                    Ok(v)
+                }
+                Ok(Err(e)) => Err(events::LookupError::from(&error_to_core(&e))),
+                Err(trap) => Err(events::LookupError {
+                    kind: "trap".into(),
+                    message: format!("the component trapped: {trap}"),
+                }),
+            });
+        }
+    }
+    // `enrich_chunk` answers every input, so nothing is dropped here; were
+    // one missing, the core reports its address as a failed lookup.
+    results.into_iter().flatten().collect()
 }
 
 /// `tip-enrich events`: NDJSON events in, the same events out with
@@ -752,6 +819,7 @@ fn events(cli: &Cli, matches: &ArgMatches, args: &EventsArgs) -> Result<ExitCode
         only: events::Only::parse(&args.only).map_err(|e| anyhow::anyhow!("--only {e}"))?,
     };
     let mut lookups = Lookups::new(cli, matches, Purpose::Verdict, true)?;
+    let mut memo = Memo::new(EVENT_MEMO_TTL.min(lookups.shortest_ttl));
     let mut input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -769,8 +837,9 @@ fn events(cli: &Cli, matches: &ArgMatches, args: &EventsArgs) -> Result<ExitCode
         if lines.is_empty() {
             return Ok(());
         }
-        let (outputs, counts) =
-            events::enrich_lines(lines, &options, |ips| lookup_events(&mut lookups, ips));
+        let (outputs, counts) = events::enrich_lines(lines, &options, |ips| {
+            lookup_events(&mut lookups, &mut memo, ips)
+        });
         for (line, newline) in outputs.iter().zip(newlines.iter()) {
             out.write_all(line)?;
             if *newline {

@@ -15,6 +15,10 @@
 //! the same batch; CLI startup with a warm precompiled cache; peak RSS of the
 //! CLI and peak guest linear memory for the batch.
 //!
+//! `tip-bench events` (its own section, [`events_bench`]): `tip-enrich
+//! events` on a 1 M-line ECS file against the plain address mode on the same
+//! addresses: events per second and peak RSS.
+//!
 //! `tip-bench serve-vs-wasmtime` (its own section, [`serve_vs_wasmtime`]):
 //! throughput of `tip-enrich serve` against the stock `wasmtime serve` on the
 //! same service component, interleaved rounds; `--help` for its flags.
@@ -268,6 +272,9 @@ fn cli_batch(
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("store") {
         return store_bench::run();
+    }
+    if std::env::args().nth(1).as_deref() == Some("events") {
+        return events_bench::run(std::env::args().skip(2));
     }
     if std::env::args().nth(1).as_deref() == Some("serve-vs-wasmtime") {
         return serve_vs_wasmtime::run(std::env::args().skip(2));
@@ -1273,6 +1280,264 @@ mod serve_vs_wasmtime {
         println!("\nload average after: {}", loadavg());
         drop(servers);
         let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
+
+/// `tip-bench events`: `tip-enrich events` on an NDJSON file of ECS events
+/// (each with `source.ip` and `destination.ip`; 1 % of the address
+/// occurrences distinct) against the plain address mode (`tip-enrich` with
+/// the same addresses, one per line, in the same order), both on replayed
+/// recordings written for every distinct address, each with a fresh SQLite
+/// answer store, then again on the filled store. Wall time and peak RSS come
+/// from `/usr/bin/time`.
+///
+/// ```sh
+/// cargo build --release -p host-harness
+/// cargo run --release -p host-harness --bin tip-bench -- events --lines 1000000
+/// ```
+mod events_bench {
+    use std::fmt::Write as _;
+    use std::io::{BufWriter, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, bail};
+    use clap::Parser;
+
+    /// `tip-enrich events` against the plain address mode.
+    #[derive(Debug, Parser)]
+    #[command(name = "tip-bench events")]
+    struct Args {
+        /// Events in the file (two addresses each).
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Distinct addresses, as a share of the address occurrences.
+        #[arg(long, default_value_t = 0.01)]
+        distinct: f64,
+        /// `tip-enrich` to measure [default: beside this binary].
+        #[arg(long)]
+        tip_enrich: Option<PathBuf>,
+    }
+
+    const BODIES: [(&str, &str); 5] = [
+        (
+            "red",
+            r#"{"LicenseInfo":{"AccessType":"Commercial","DayRequests":12,"DayQuota":100000},"Zone":"Red","IpGeneralInfo":{"HitsCount":10000,"FirstSeen":"2020-11-05T08:13:42Z","ThreatScore":92,"Status":"Known","CountryCode":"NL","Categories":["CATEGORY_MALWARE","CATEGORY_BOTNET_CNC"],"HasApt":true,"RelatedAptReports":[{"Id":"7aQ1bKX1S0KHGtJ2aJ9S3w","Title":"An APT report"}]}}"#,
+        ),
+        (
+            "orange",
+            r#"{"Zone":"Orange","IpGeneralInfo":{"ThreatScore":75,"Status":"Known","CountryCode":"DE","Categories":["CATEGORY_TOR"]}}"#,
+        ),
+        (
+            "yellow",
+            r#"{"Zone":"Yellow","IpGeneralInfo":{"ThreatScore":50,"Status":"Known","CountryCode":"US"}}"#,
+        ),
+        (
+            "green",
+            r#"{"Zone":"Green","IpGeneralInfo":{"ThreatScore":0,"Status":"Known","CountryCode":"US","HitsCount":100000}}"#,
+        ),
+        (
+            "grey",
+            r#"{"Zone":"Grey","IpGeneralInfo":{"Status":"NoInfo"}}"#,
+        ),
+    ];
+
+    /// The `i`-th distinct address: public, never reserved.
+    fn address(i: usize) -> String {
+        format!("45.{}.{}.{}", 10 + i / 65_536 % 200, i / 256 % 256, i % 256)
+    }
+
+    /// A fixed-seed generator (xorshift): the same file every run.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Recordings for every distinct address; their zones cycle.
+    fn write_recordings(dir: &Path, distinct: usize) -> Result<()> {
+        std::fs::create_dir_all(dir.join("bodies"))?;
+        for (name, body) in BODIES {
+            std::fs::write(dir.join(format!("bodies/{name}.json")), body)?;
+        }
+        for i in 0..distinct {
+            let ip = address(i);
+            let (name, _) = BODIES[i % BODIES.len()];
+            std::fs::write(
+                dir.join(format!("{ip}.toml")),
+                format!(
+                    "[request]\nmethod = \"GET\"\nurl = \"https://tip.kaspersky.com/api/ip/{ip}?sections=LicenseInfo,Zone,IpGeneralInfo\"\n\n[response]\nstatus = 200\nheaders = {{ \"content-type\" = \"application/json\" }}\nbody_file = \"bodies/{name}.json\"\n"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The events file and the same addresses, one per line.
+    fn write_inputs(events: &Path, plain: &Path, lines: usize, distinct: usize) -> Result<u64> {
+        let mut ev = BufWriter::new(std::fs::File::create(events)?);
+        let mut ips = BufWriter::new(std::fs::File::create(plain)?);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut line = String::new();
+        for n in 0..lines {
+            let (src, dst) = (address(rng.below(distinct)), address(rng.below(distinct)));
+            line.clear();
+            write!(
+                line,
+                r#"{{"@timestamp":"2026-12-01T10:{:02}:{:02}.{:03}Z","event":{{"kind":"event","category":["network"],"type":["connection"],"dataset":"zeek.conn","id":"C{n:09}"}},"source":{{"ip":"{src}","port":{},"bytes":{}}},"destination":{{"ip":"{dst}","port":443}},"network":{{"transport":"tcp","protocol":"tls","bytes":{}}},"observer":{{"name":"sensor-1","type":"ids"}},"message":"conn {src} -> {dst}"}}"#,
+                n / 60_000 % 60,
+                n / 1000 % 60,
+                n % 1000,
+                1024 + n % 60_000,
+                n % 9973,
+                n % 99_991,
+            )?;
+            writeln!(ev, "{line}")?;
+            writeln!(ips, "{src}\n{dst}")?;
+        }
+        ev.flush()?;
+        ips.flush()?;
+        Ok(std::fs::metadata(events)?.len())
+    }
+
+    /// One run: (wall, peak RSS in KiB, stdout lines).
+    fn run_cli(
+        cli: &Path,
+        args: &[&str],
+        input: &Path,
+        store: &Path,
+    ) -> Result<(Duration, u64, u64)> {
+        let out_path = store.with_extension("out");
+        let t = Instant::now();
+        let output = Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(cli)
+            .args(args)
+            .arg("--cache")
+            .arg(store)
+            .env_remove("TIP_API_KEY")
+            .stdin(std::fs::File::open(input)?)
+            .stdout(std::fs::File::create(&out_path)?)
+            .stderr(Stdio::piped())
+            .output()
+            .context("running /usr/bin/time tip-enrich")?;
+        let wall = t.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let rss = stderr
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("no peak RSS from /usr/bin/time: {stderr}"))?;
+        let text = std::fs::read(&out_path)?;
+        let lines = text.iter().filter(|b| **b == b'\n').count() as u64;
+        std::fs::remove_file(&out_path)?;
+        Ok((wall, rss, lines))
+    }
+
+    pub fn run(argv: impl Iterator<Item = String>) -> Result<()> {
+        let args = Args::parse_from(std::iter::once("tip-bench events".to_owned()).chain(argv));
+        let cli = match &args.tip_enrich {
+            Some(p) => p.clone(),
+            None => super::cli_path()?,
+        };
+        let occurrences = args.lines * 2;
+        let distinct = ((occurrences as f64 * args.distinct).round() as usize).max(1);
+        let work = std::env::temp_dir().join(format!("tip-bench-events-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let recordings = work.join("recordings");
+        write_recordings(&recordings, distinct)?;
+        let (events, plain) = (work.join("events.ndjson"), work.join("addresses.txt"));
+        let bytes = write_inputs(&events, &plain, args.lines, distinct)?;
+        println!(
+            "{} events ({:.0} MB), {} address occurrences, {} distinct ({:.1} %), replayed; loadavg {}",
+            args.lines,
+            bytes as f64 / 1e6,
+            occurrences,
+            distinct,
+            100.0 * distinct as f64 / occurrences as f64,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        let replay = recordings.to_string_lossy().into_owned();
+        let events_args = ["events", "--quiet", "--replay", replay.as_str()];
+        let plain_args = ["--quiet", "--replay", replay.as_str()];
+        println!(
+            "{:<44} {:>10} {:>14} {:>16} {:>14}",
+            "run", "wall", "events/s", "addresses/s", "peak RSS"
+        );
+        let mut rows = Vec::new();
+        for (name, cli_args, input, expect) in [
+            (
+                "events, fresh SQLite store",
+                &events_args[..],
+                &events,
+                args.lines as u64,
+            ),
+            (
+                "plain addresses, fresh SQLite store",
+                &plain_args[..],
+                &plain,
+                occurrences as u64,
+            ),
+        ] {
+            let store = work.join(format!("{}.sqlite", rows.len()));
+            for pass in ["fresh", "filled"] {
+                let (wall, rss, lines) = run_cli(&cli, cli_args, input, &store)?;
+                if lines != expect {
+                    bail!("{name}: {lines} lines out, {expect} expected");
+                }
+                let label = name.replace("fresh", pass);
+                let secs = wall.as_secs_f64();
+                println!(
+                    "{:<44} {:>8.1} s {:>14.0} {:>16.0} {:>11.1} MiB",
+                    label,
+                    secs,
+                    args.lines as f64 / secs,
+                    occurrences as f64 / secs,
+                    rss as f64 / 1024.0
+                );
+                rows.push((label, secs, rss));
+            }
+        }
+        // Memory against the length of the stream: a fifth of the events over
+        // the same distinct addresses, on the filled store.
+        let fifth = work.join("events-fifth.ndjson");
+        let text = std::fs::read(&events)?;
+        let cut = text
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(args.lines / 5 - 1)
+            .map_or(text.len(), |(i, _)| i + 1);
+        std::fs::write(&fifth, &text[..cut])?;
+        drop(text);
+        let (wall, rss, lines) = run_cli(&cli, &events_args, &fifth, &work.join("0.sqlite"))?;
+        if lines != (args.lines / 5) as u64 {
+            bail!("a fifth of the events: {lines} lines out");
+        }
+        println!(
+            "{:<44} {:>8.1} s {:>14.0} {:>16.0} {:>11.1} MiB",
+            format!("events, filled store, {} lines", args.lines / 5),
+            wall.as_secs_f64(),
+            (args.lines / 5) as f64 / wall.as_secs_f64(),
+            (occurrences / 5) as f64 / wall.as_secs_f64(),
+            rss as f64 / 1024.0
+        );
+        if let [(_, e1, _), (_, e2, _), (_, p1, _), (_, p2, _)] = rows.as_slice() {
+            println!(
+                "events mode against plain mode on the same addresses: {:.2}x (fresh store), {:.2}x (filled store) the address throughput",
+                p1 / e1,
+                p2 / e2
+            );
+        }
+        let _ = std::fs::remove_dir_all(&work);
         Ok(())
     }
 }
