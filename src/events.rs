@@ -303,6 +303,11 @@ fn elements(text: &str) -> Option<Vec<&RawValue>> {
     serde_json::from_str::<Array<'_>>(text).ok().map(|a| a.0)
 }
 
+/// `text` after a leading UTF-8 byte-order mark, if any.
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// JSON whitespace only (not Unicode's).
 fn trim_json(text: &str) -> &str {
     text.trim_matches([' ', '\t', '\n', '\r'])
@@ -377,10 +382,12 @@ pub fn scan<'a>(line: &'a [u8], fields: &[FieldPath]) -> Scanned<'a> {
     let Ok(text) = std::str::from_utf8(line) else {
         return Scanned::NotAnObject;
     };
-    if !trim_json(text).starts_with('{') {
+    // A byte-order mark (a file saved on Windows) is kept, not parsed.
+    let json = without_bom(text);
+    if !trim_json(json).starts_with('{') {
         return Scanned::NotAnObject;
     }
-    let Some(top) = entries(text) else {
+    let Some(top) = entries(json) else {
         return Scanned::NotAnObject;
     };
     let mut found: Vec<(usize, String)> = Vec::new();
@@ -504,7 +511,7 @@ fn append_edit(doc: &str, object: &str, path: &[&str], items: &str) -> Option<Ed
 
 /// `doc` with `items` appended to the array at `path`.
 fn append(doc: &str, path: &[&str], items: &[String]) -> Option<String> {
-    append_edit(doc, doc, path, &items.join(","))?.apply(doc)
+    append_edit(doc, without_bom(doc), path, &items.join(","))?.apply(doc)
 }
 
 /// What became of an event.
@@ -805,6 +812,18 @@ mod tests {
         assert!(matches!(scan(b"  \r", &fields), Scanned::Blank));
         assert!(matches!(scan(b"", &fields), Scanned::Blank));
         assert!(matches!(scan(b" {} \r", &fields), Scanned::Event(_)));
+        // A byte-order mark before the first event is kept, and the event enriched.
+        let line = "\u{feff}{\"source\":{\"ip\":\"1.1.1.1\"}}";
+        let Scanned::Event(event) = scan(line.as_bytes(), &fields) else {
+            panic!()
+        };
+        assert_eq!(event.addresses().collect::<Vec<_>>(), ["1.1.1.1"]);
+        assert_eq!(
+            appended(line, &ENRICHMENTS).as_deref(),
+            Some(
+                "\u{feff}{\"source\":{\"ip\":\"1.1.1.1\"},\"threat\":{\"enrichments\":[{\"n\":1},{\"n\":2}]}}"
+            )
+        );
     }
 
     fn appended(doc: &str, path: &[&str]) -> Option<String> {

@@ -377,3 +377,75 @@ proptest! {
         response_verdict_check::check(&data);
     }
 }
+
+/// A verdict for every address the events hold (unknown, admitted by `all`).
+fn any_verdicts(ips: &[String]) -> Vec<tip_enrich::events::Lookup> {
+    ips.iter()
+        .map(|ip| match parse_ip(ip) {
+            Ok(addr) => Ok(tip_enrich::from_sections(
+                addr,
+                &tip_enrich::VerdictSections::default(),
+                &VerdictMap::default(),
+            )),
+            Err(_) => Err(tip_enrich::events::LookupError {
+                kind: "invalid-ip".into(),
+                message: "not an address".into(),
+            }),
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    /// Issue 13: whatever a line holds, `events` gives one line back; a line
+    /// that is not an object comes back byte for byte.
+    #[test]
+    fn events_never_panic_and_keep_non_objects(lines in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8)) {
+        let options = tip_enrich::events::Options {
+            only: tip_enrich::events::Only::parse("all").unwrap(),
+            ..Default::default()
+        };
+        let (out, tally) = tip_enrich::events::enrich_lines(&lines, &options, any_verdicts);
+        prop_assert_eq!(out.len(), lines.len());
+        for (line, got) in lines.iter().zip(&out) {
+            if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_err() {
+                prop_assert_eq!(got.as_ref(), line.as_slice());
+            }
+        }
+        prop_assert_eq!(tally.lines, lines.len() as u64);
+    }
+
+    /// Issue 13: an event with hostile values at and around its fields comes
+    /// back as one JSON object whose other keys hold the same values.
+    #[test]
+    fn events_keep_every_other_value(source in json_value(), threat in json_value(), kaspersky in json_value(), other in json_value(), ip in prop_oneof![Just("45.9.148.108".to_owned()), Just("::1".to_owned()), "[0-9.:a-z]{0,20}"]) {
+        let mut event = serde_json::Map::new();
+        event.insert("other".into(), other);
+        event.insert("source".into(), serde_json::json!({"ip": ip, "geo": source}));
+        event.insert("related.ip".into(), serde_json::json!([ip.clone(), 7, null]));
+        event.insert("threat".into(), threat);
+        event.insert("kaspersky".into(), kaspersky);
+        let line = serde_json::to_vec(&event).unwrap();
+        let options = tip_enrich::events::Options {
+            only: tip_enrich::events::Only::parse("all").unwrap(),
+            ..Default::default()
+        };
+        let lines = [line];
+        let (out, tally) = tip_enrich::events::enrich_lines(&lines, &options, any_verdicts);
+        let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out[0]).unwrap();
+        // Read back by the same parser as the output (serde_json's float
+        // reading is not exact, the bytes are).
+        let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&lines[0]).unwrap();
+        for key in ["other", "source", "related.ip"] {
+            prop_assert_eq!(&got[key], &event[key]);
+        }
+        if tally.unwritable == 0 && !ip.trim().is_empty() {
+            prop_assert!(tally.enrichments + tally.errors >= 2, "{:?}", tally);
+        }
+        if tally.enrichments > 0 {
+            let enrichments = &got["threat"]["enrichments"];
+            prop_assert!(enrichments.as_array().is_some_and(|a| a.len() as u64 >= tally.enrichments));
+        }
+    }
+}
