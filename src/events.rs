@@ -1003,6 +1003,30 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_address_is_listed_cut_to_the_echo_bound() {
+        let huge = "9".repeat(1 << 20);
+        let line = format!("{{\"source\":{{\"ip\":\"{huge}\"}}}}");
+        let lines = [line.as_bytes()];
+        let (out, tally) = enrich_lines(&lines, &Options::default(), |ips| {
+            ips.iter()
+                .map(|_| {
+                    Err(LookupError {
+                        kind: "invalid-ip".into(),
+                        message: "not an address".into(),
+                    })
+                })
+                .collect()
+        });
+        assert_eq!(tally.errors, 1);
+        let v: Value = serde_json::from_slice(&out[0]).unwrap();
+        let echoed = v["kaspersky"]["tip"]["errors"][0]["address"]
+            .as_str()
+            .unwrap();
+        assert_eq!(echoed.chars().count(), json::MAX_ECHO_CHARS + 1);
+        assert!(out[0].len() < line.len() + 1024);
+    }
+
+    #[test]
     fn options_parse() {
         assert_eq!(
             Only::parse("malicious,suspicious").unwrap(),
