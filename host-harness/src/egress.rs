@@ -87,6 +87,11 @@ pub struct Hooks {
     pub egress: Egress,
     /// Where requests are logged.
     pub log: RequestLog,
+    /// One more authority (`host[:port]`, as [`normalise_authority`] writes
+    /// it) that requests may reach on the real network whatever the
+    /// policy: the gate's origin. Its requests and answers are streamed
+    /// (nothing is buffered or recorded), with the guest's timeouts.
+    pub also_live: Option<String>,
 }
 
 type SendFuture = Box<
@@ -121,6 +126,21 @@ pub fn normalise_authority(authority: &str, https: bool) -> String {
     }
 }
 
+/// Sends `request` to the network, its answer streamed as it comes.
+async fn send_live(
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+    Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as _))
+}
+
 impl Hooks {
     fn record_seen(&self, request: &http::Request<WasiBody>, allowed: bool) {
         let seen = SeenRequest {
@@ -152,6 +172,10 @@ impl WasiHttpHooks for Hooks {
             .authority()
             .map(|a| normalise_authority(a.as_str(), https))
             .unwrap_or_default();
+        if self.also_live.as_deref() == Some(authority.as_str()) {
+            self.record_seen(&request, true);
+            return Box::new(send_live(request, options));
+        }
         match &self.egress {
             Egress::Replay(set) => {
                 let found = set
@@ -182,9 +206,7 @@ impl WasiHttpHooks for Hooks {
                         return Err(HttpError::HttpRequestDenied);
                     }
                     let Some((dir, secrets)) = record else {
-                        let (response, io) =
-                            wasmtime_wasi_http::default_send_request(request, options).await?;
-                        return Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as _));
+                        return send_live(request, options).await;
                     };
                     let method = request.method().to_string();
                     let url = request.uri().to_string();

@@ -6,6 +6,8 @@
 //! - [`recordings`]: the recording format, loader, matcher and writer.
 //! - [`output`]: the CLI's JSON Lines.
 //! - [`serve`]: `tip-enrich serve`, the service component over HTTP.
+//! - [`gate`]: `tip-enrich gate`, an IP-reputation gate component in front
+//!   of an origin (streamed bodies, the client address written by the host).
 //! - [`splunk`]: `tip-enrich splunk-lookup`, Splunk's external lookup protocol.
 //! - [`store`]: the answer store's backends (SQLite, Redis, memory).
 //! - [`bounded`]: deadlines and a cap on an incoming body (for `serve`, and
@@ -15,6 +17,7 @@
 
 pub mod bounded;
 pub mod egress;
+pub mod gate;
 pub mod keyvalue;
 pub mod output;
 pub mod recordings;

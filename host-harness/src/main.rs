@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
+use host_harness::gate::{Cidr, ClientIpHeader, Gate, GateOptions};
 use host_harness::keyvalue::KvCtx;
 use host_harness::output::{
     Shape, error_line, error_to_core, report_line, trap_line, verdict_line, verdict_to_core,
@@ -70,6 +71,97 @@ enum Command {
     /// `threat.enrichments[]` entry per address found at the fields (README,
     /// "Events"). Lines that are not JSON objects pass through unchanged.
     Events(EventsArgs),
+    /// Run an IP-reputation gate component in front of an origin: each
+    /// client is judged by its address (written by this host from the
+    /// connection, or kept from a --trusted-proxies peer), blocked with 403 or
+    /// forwarded with bodies streamed both ways (README, "The gate").
+    Gate(GateArgs),
+}
+
+/// What the gate does when the decision cannot be made in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FailMode {
+    /// Forward the request (marked `x-tip-gate: fail-open`).
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+#[derive(Debug, Args)]
+struct GateArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Where allowed requests go (http:// or https://); reached live whatever
+    /// the lookup's egress.
+    #[arg(long, value_name = "URL")]
+    origin: String,
+
+    /// The header the host writes the client address into, and the gate
+    /// reads: x-forwarded-for, forwarded, spin-client-addr, x-real-ip or
+    /// true-client-ip.
+    #[arg(long, value_name = "NAME", default_value = "x-forwarded-for")]
+    client_ip_header: String,
+
+    /// Peers (CIDR blocks, comma separated) whose copy of the client header
+    /// is kept; from any other peer it is replaced by the peer's address.
+    #[arg(long, value_name = "CIDR,...", default_value = "")]
+    trusted_proxies: String,
+
+    /// Verdicts that are blocked (comma separated). [default: malicious]
+    #[arg(long, value_name = "LIST")]
+    block: Option<String>,
+
+    /// What to do when the decision fails or is late. [default: open]
+    #[arg(long, value_enum, value_name = "open|closed")]
+    fail: Option<FailMode>,
+
+    /// Clients always let through, without a lookup (CIDR blocks).
+    #[arg(long, value_name = "CIDR,...")]
+    allow: Option<String>,
+
+    /// Clients always blocked, without a lookup (CIDR blocks).
+    #[arg(long, value_name = "CIDR,...")]
+    deny: Option<String>,
+
+    /// Longest wait for a verdict, in ms. [default: 2000]
+    #[arg(long, value_name = "N")]
+    decision_timeout_ms: Option<u64>,
+
+    /// Send the verdict to the origin in `x-tip-verdict`.
+    #[arg(long)]
+    verdict_header: bool,
+
+    /// The origin's connect, first-byte and between-bytes timeout, in ms.
+    /// [default: 30000]
+    #[arg(long, value_name = "N")]
+    origin_timeout_ms: Option<u64>,
+
+    /// Run this build of the gate component instead of the bundled one.
+    #[arg(long, value_name = "PATH")]
+    gate_component: Option<PathBuf>,
+
+    /// Requests handled at once; more wait for a slot (taken once the
+    /// request's head is in).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_in_flight: usize,
+
+    /// A request's head must be complete within this long from the
+    /// connection's start (or the previous answer), or the connection is closed.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+
+    /// Longest gap between two pieces of a request body; a longer one ends
+    /// the request. Bodies have no total deadline and no size cap.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_idle_timeout_secs: u64,
+
+    /// Limit of one request on its instance, head to the last byte of the
+    /// answer (epoch deadline and wall clock), in ms: an hour, so a long
+    /// download through the gate is never cut.
+    #[arg(long, value_name = "N", default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    request_budget_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -513,15 +605,39 @@ fn progress(quiet: bool) -> ProgressBar {
     bar
 }
 
-fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> {
+/// The egress of a `wasi:http` host (serve, gate) and its `wasi:config`
+/// pairs: every lookup setting as its `tip_*` key, the key included.
+fn http_host_config(cli: &Cli, matches: &ArgMatches) -> Result<(Egress, Vec<(String, String)>)> {
     let key = read_key(cli)?;
     let config = resolve(&given_settings(matches, None), Purpose::Verdict)?;
     let (egress, key) = egress(cli, &config, key)?;
-    // Every setting reaches the service as its `wasi:config` key.
-    let pairs: Vec<(String, String)> = given_settings(matches, key)
+    let pairs = given_settings(matches, key)
         .into_iter()
         .map(|(s, v)| (s.key.to_owned(), v))
         .collect();
+    Ok((egress, pairs))
+}
+
+/// A listener on `addr`, and the address it got (the port of `:0`).
+async fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The async runtime of `serve` and `gate`.
+fn http_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> {
+    // Every setting reaches the service as its `wasi:config` key.
+    let (egress, pairs) = http_host_config(cli, matches)?;
     let wasm = match &args.service_component {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("reading --service-component {}", path.display()))?,
@@ -529,6 +645,7 @@ fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> 
     };
     let options = ServeOptions {
         egress,
+        also_live: None,
         config: pairs,
         max_memory_bytes: cli.max_memory_mb.saturating_mul(1024 * 1024),
         request_budget: Duration::from_millis(args.request_budget_ms),
@@ -539,22 +656,107 @@ fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> 
         log: Default::default(),
         store: open_store(cli)?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    http_runtime()?.block_on(async {
         let service = Service::new(&wasm, options)
             .map_err(anyhow::Error::from)
             .context("loading the service component")?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = listen(args.listen).await?;
         eprintln!(
             "tip-enrich: serving http://{addr} (GET /v1/ip/{{ip}}, POST /v1/ip, GET /healthz)"
         );
         host_harness::serve::serve(listener, Arc::new(service), shutdown_signal()).await?;
+        eprintln!("tip-enrich: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `tip-enrich gate`: the gate component in front of `--origin`.
+fn gate(cli: &Cli, matches: &ArgMatches, args: &GateArgs) -> Result<ExitCode> {
+    let (egress, mut pairs) = http_host_config(cli, matches)?;
+    let Some((_, origin)) = host_harness::url_authority(&args.origin) else {
+        bail!(
+            "--origin must be an http:// or https:// URL with a host, no credentials and no query"
+        );
+    };
+    let client_ip_header = ClientIpHeader::parse(&args.client_ip_header)
+        .map_err(|e| anyhow::anyhow!("--client-ip-header {e}"))?;
+    let trusted_proxies = Cidr::parse_list(&args.trusted_proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxies {e}"))?;
+    for (flag, list) in [("--allow", &args.allow), ("--deny", &args.deny)] {
+        if let Some(list) = list {
+            Cidr::parse_list(list).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+        }
+    }
+    // The gate's own settings, as its `tip_gate_*` keys; the client header
+    // and trusted proxies always, so host and guest read the same ones.
+    let number = |n: Option<u64>| n.map(|n| n.to_string());
+    let gate_settings = [
+        ("tip_gate_origin", Some(args.origin.clone())),
+        (
+            "tip_gate_client_ip_header",
+            Some(client_ip_header.name().to_owned()),
+        ),
+        (
+            "tip_gate_trusted_proxies",
+            Some(args.trusted_proxies.clone()),
+        ),
+        ("tip_gate_block", args.block.clone()),
+        ("tip_gate_allow", args.allow.clone()),
+        ("tip_gate_deny", args.deny.clone()),
+        (
+            "tip_gate_fail",
+            args.fail.map(|f| match f {
+                FailMode::Open => "open".to_owned(),
+                FailMode::Closed => "closed".to_owned(),
+            }),
+        ),
+        (
+            "tip_gate_decision_timeout_ms",
+            number(args.decision_timeout_ms),
+        ),
+        (
+            "tip_gate_verdict_header",
+            args.verdict_header.then(|| "true".to_owned()),
+        ),
+        ("tip_gate_origin_timeout_ms", number(args.origin_timeout_ms)),
+    ];
+    pairs.extend(
+        gate_settings
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?))),
+    );
+    let path = args
+        .gate_component
+        .as_ref()
+        .context("--gate-component PATH is needed: this build bundles no gate component")?;
+    let wasm = std::fs::read(path)
+        .with_context(|| format!("reading --gate-component {}", path.display()))?;
+    let options = ServeOptions {
+        egress,
+        also_live: Some(origin),
+        config: pairs,
+        max_memory_bytes: cli.max_memory_mb.saturating_mul(1024 * 1024),
+        request_budget: Duration::from_millis(args.request_budget_ms),
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        // Not used by the gate: its bodies stream, bounded by the idle gap.
+        body_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+        max_in_flight: args.max_in_flight,
+        log_requests: !cli.quiet,
+        log: Default::default(),
+        store: open_store(cli)?,
+    };
+    let gate_options = GateOptions {
+        client_ip_header,
+        trusted_proxies,
+        body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs),
+    };
+    http_runtime()?.block_on(async {
+        let gate = Gate::new(&wasm, options, gate_options)
+            .map_err(anyhow::Error::from)
+            .context("loading the gate component")?;
+        let (listener, addr) = listen(args.listen).await?;
+        eprintln!("tip-enrich: gate serving http://{addr} in front of the origin");
+        host_harness::gate::serve(listener, gate, shutdown_signal()).await?;
         eprintln!("tip-enrich: stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -957,6 +1159,7 @@ fn copy_line_rest(input: &mut impl BufRead, out: &mut impl Write) -> std::io::Re
 fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Serve(args)) => return serve(&cli, matches, args),
+        Some(Command::Gate(args)) => return gate(&cli, matches, args),
         Some(Command::Cache { action }) => return cache_command(&cli, action),
         Some(Command::SplunkLookup(args)) => return splunk_lookup(&cli, matches, args),
         Some(Command::Events(args)) => return events(&cli, matches, args),

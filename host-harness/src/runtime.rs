@@ -403,6 +403,7 @@ impl Runtime {
             hooks: Hooks {
                 egress: options.egress.clone(),
                 log: options.log.clone(),
+                also_live: None,
             },
             limits: PeakLimits {
                 inner: store_limits(options.max_memory_bytes),

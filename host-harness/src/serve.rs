@@ -67,6 +67,9 @@ pub const MAX_BODY_BYTES: u64 = 1 << 20;
 pub struct ServeOptions {
     /// Egress policy of every instance.
     pub egress: Egress,
+    /// One more authority reached live whatever the policy (the gate's
+    /// origin; [`Hooks::also_live`]); `None` for the service.
+    pub also_live: Option<String>,
     /// `wasi:config/store` values (`tip_api_key`, `tip_base_url`, ...).
     pub config: Vec<(String, String)>,
     /// Linear-memory cap of each instance, in bytes.
@@ -94,6 +97,7 @@ impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeOptions")
             .field("egress", &self.egress)
+            .field("also_live", &self.also_live)
             .field(
                 "config",
                 &self
@@ -247,6 +251,7 @@ impl Service {
             hooks: Hooks {
                 egress: self.options.egress.clone(),
                 log: self.options.log.clone(),
+                also_live: self.options.also_live.clone(),
             },
             limits: crate::runtime::store_limits(self.options.max_memory_bytes),
             config: self.config.clone(),
@@ -278,13 +283,19 @@ impl Service {
             Ok(body) => body,
             Err(e) => return refused(&e),
         };
-        let Ok(slot) = self.slots.clone().acquire_owned().await else {
-            unreachable!("the semaphore is never closed")
-        };
-        match self
+        let slot = self.slot().await;
+        let answer = self
             .run(hyper::Request::from_parts(parts, Full::new(body)), slot)
-            .await
-        {
+            .await;
+        self.answer(answer)
+    }
+
+    /// The guest's answer, or the host's 500 for a request it did not answer.
+    pub(crate) fn answer(
+        &self,
+        answer: Result<hyper::Response<HyperOutgoingBody>, Failed>,
+    ) -> hyper::Response<HyperOutgoingBody> {
+        match answer {
             Ok(response) => response,
             Err(Failed::Budget) => problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,13 +315,30 @@ impl Service {
         }
     }
 
+    /// The options it runs with.
+    pub fn options(&self) -> &ServeOptions {
+        &self.options
+    }
+
+    /// A slot of [`ServeOptions::max_in_flight`], waited for.
+    pub(crate) async fn slot(&self) -> OwnedSemaphorePermit {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            unreachable!("the semaphore is never closed")
+        };
+        slot
+    }
+
     /// Runs `request` on a fresh instance; `slot` is released once its store
     /// is dropped (after the body is written, or at the budget).
-    async fn run(
+    pub(crate) async fn run<B>(
         self: &Arc<Self>,
-        request: hyper::Request<Full<Bytes>>,
+        request: hyper::Request<B>,
         slot: OwnedSemaphorePermit,
-    ) -> Result<hyper::Response<HyperOutgoingBody>, Failed> {
+    ) -> Result<hyper::Response<HyperOutgoingBody>, Failed>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let mut store = self.store();
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -352,7 +380,7 @@ impl Service {
 }
 
 /// Why a request got no answer from the guest.
-enum Failed {
+pub(crate) enum Failed {
     /// The request budget ran out first.
     Budget,
     /// The guest trapped, or returned without an answer.
@@ -389,7 +417,7 @@ fn refused(e: &BodyError<hyper::Error>) -> hyper::Response<HyperOutgoingBody> {
 /// A JSON problem answer of the host's own: `{"error": {"kind", "message"}}`,
 /// the shape of the service's own problem answers. With `close`, the
 /// connection ends after it.
-fn problem(
+pub(crate) fn problem(
     status: StatusCode,
     kind: &str,
     message: &str,
@@ -424,6 +452,33 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    accept(
+        listener,
+        service,
+        shutdown,
+        |service, request, _peer| async move { service.handle(request).await },
+    )
+    .await
+}
+
+/// The accept loop of `serve` and `gate`: HTTP/1.1 with keep-alive, the
+/// header-read deadline of [`ServeOptions::header_timeout`], TCP_NODELAY,
+/// one line per request on stderr with [`ServeOptions::log_requests`];
+/// `handle` answers each request, given the connection's peer.
+pub(crate) async fn accept<H, F>(
+    listener: TcpListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()>,
+    handle: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Arc<Service>, hyper::Request<hyper::body::Incoming>, std::net::SocketAddr) -> F
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    F: std::future::Future<Output = hyper::Response<HyperOutgoingBody>> + Send + 'static,
+{
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -434,16 +489,18 @@ pub async fn serve(
         // them; Nagle's algorithm would hold the small ones back.
         let _ = stream.set_nodelay(true);
         let service = service.clone();
+        let handle = handle.clone();
         tokio::task::spawn(async move {
             let log = service.options.log_requests;
             let header_timeout = service.options.header_timeout;
             let handler = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let service = service.clone();
+                let handle = handle.clone();
                 async move {
                     let started = Instant::now();
                     let line =
                         log.then(|| format!("{} {}", request.method(), request.uri().path()));
-                    let response = service.handle(request).await;
+                    let response = handle(service, request, peer).await;
                     if let Some(line) = line {
                         eprintln!(
                             "tip-enrich: {line} -> {} in {} ms",
@@ -500,6 +557,7 @@ mod tests {
             egress: Egress::Live {
                 allowed: "127.0.0.1:1".into(),
             },
+            also_live: None,
             config: vec![("tip_api_key".into(), "sekrit-key-value".into())],
             max_memory_bytes: 1,
             request_budget: Duration::from_secs(1),

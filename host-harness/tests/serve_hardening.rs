@@ -36,6 +36,7 @@ fn in_process(allowed: &str, base_url: &str) -> (String, tokio::runtime::Runtime
         egress: Egress::Live {
             allowed: allowed.to_owned(),
         },
+        also_live: None,
         config: vec![
             ("tip_api_key".into(), KEY.into()),
             ("tip_base_url".into(), base_url.into()),
