@@ -35,8 +35,14 @@ pub struct BaseUrl {
 impl BaseUrl {
     /// Parses an `http://` or `https://` URL with no credentials, query or fragment.
     pub fn parse(url: &str) -> Result<BaseUrl, Error> {
+        BaseUrl::parse_as(url, "the base URL")
+    }
+
+    /// [`BaseUrl::parse`], naming the URL `what` in its errors (the gate's
+    /// origin is parsed by the same rules).
+    pub fn parse_as(url: &str, what: &str) -> Result<BaseUrl, Error> {
         // The URL is not echoed: it may carry credentials or a token in its path.
-        let bad = |why: &str| Error::Config(format!("the base URL is not usable: {why}"));
+        let bad = |why: &str| Error::Config(format!("{what} is not usable: {why}"));
         let url = url.trim();
         let (https, rest) = if let Some(rest) = strip_prefix_ci(url, "https://") {
             (true, rest)

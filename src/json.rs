@@ -656,6 +656,39 @@ pub fn problem<'a>(kind: &'a str, message: &'a str) -> Problem<'a> {
     }
 }
 
+/// The IP gate's refusal: `{"error": {"kind": "blocked", message, verdict, zone}}`;
+/// `verdict` and `zone` only when a lookup decided.
+#[derive(Serialize)]
+pub struct Blocked<'a> {
+    error: BlockedFields<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockedFields<'a> {
+    kind: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verdict: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+}
+
+/// A refusal's body.
+pub fn blocked<'a>(
+    message: &'a str,
+    verdict: Option<&'a str>,
+    zone: Option<&'a str>,
+) -> Blocked<'a> {
+    Blocked {
+        error: BlockedFields {
+            kind: "blocked",
+            message,
+            verdict,
+            zone,
+        },
+    }
+}
+
 /// The service's health answer: `status`, `service`, `version`, `configured`,
 /// and `problem` (kind, message) when the settings do not resolve.
 #[derive(Serialize)]

@@ -52,4 +52,4 @@ pub use text::{bounded, prefix};
 pub use transport::{HttpResponse, Limits, SendError, Ticket, Transport};
 pub use verdict::{SUSPICIOUS_SCORES, from_sections, soar_verdict};
 #[cfg(target_arch = "wasm32")]
-pub use wasi_http::{WasiHttp, environment, with_client};
+pub use wasi_http::{WasiHttp, environment, respond, with_client};

@@ -33,7 +33,7 @@ pub struct Setting {
 }
 
 macro_rules! settings {
-    ($($id:ident: $name:literal, $env:literal, $key:literal, wit: $wit:literal, default: $default:expr, $value:literal, $doc:literal;)*) => {
+    ($(#[$table_doc:meta])* $table:ident; $($id:ident: $name:literal, $env:literal, $key:literal, wit: $wit:literal, default: $default:expr, $value:literal, $doc:literal;)*) => {
         $(
             #[doc = concat!("`", $name, "`: ", $doc)]
             pub const $id: Setting = Setting {
@@ -46,12 +46,14 @@ macro_rules! settings {
                 doc: $doc,
             };
         )*
-        /// Every setting, in the order of the WIT record.
-        pub const SETTINGS: &[Setting] = &[$($id),*];
+        $(#[$table_doc])*
+        pub const $table: &[Setting] = &[$($id),*];
     };
 }
 
 settings! {
+    /// Every setting, in the order of the WIT record.
+    SETTINGS;
     API: "api", "TIP_API", "tip_api", wit: true, default: Some("tip"), "tip|opentip",
         "API flavour: the commercial TIP or the free OpenTIP";
     BASE_URL: "base-url", "TIP_BASE_URL", "tip_base_url", wit: true, default: None, "URL",
@@ -96,6 +98,51 @@ settings! {
         "How long a lookup holds an address while it asks the API; equal lookups meanwhile wait for its answer, in ms";
     STORE_BUCKET: "store-bucket", "TIP_STORE_BUCKET", "tip_store_bucket", wit: false, default: None, "NAME",
         "The wasi:keyvalue bucket of the answer store (default: `default`, then the empty name; `off`: none, answers kept per instance)";
+}
+
+settings! {
+    /// The IP gate's own settings (`gate/`, world `ip-gate`): `TIP_GATE_*`,
+    /// `wasi:config` keys `tip_gate_*`. None is a WIT field; the lookups the
+    /// gate makes read [`SETTINGS`] as the service does.
+    GATE_SETTINGS;
+    GATE_ORIGIN: "origin", "TIP_GATE_ORIGIN", "tip_gate_origin", wit: false, default: None, "URL",
+        "Where allowed requests go: an http:// or https:// URL, optionally with a path prefix (required)";
+    GATE_CLIENT_IP_HEADER: "client-ip-header", "TIP_GATE_CLIENT_IP_HEADER", "tip_gate_client_ip_header", wit: false, default: Some("x-forwarded-for"), "spin-client-addr|x-forwarded-for|forwarded|x-real-ip|true-client-ip",
+        "The header that carries the client address (x-forwarded-for and forwarded: the rightmost entry not in trusted-proxies)";
+    GATE_TRUSTED_PROXIES: "trusted-proxies", "TIP_GATE_TRUSTED_PROXIES", "tip_gate_trusted_proxies", wit: false, default: Some(""), "CIDR,...",
+        "Proxies whose x-forwarded-for or forwarded entries are skipped when looking for the client";
+    GATE_BLOCK: "block", "TIP_GATE_BLOCK", "tip_gate_block", wit: false, default: Some("malicious"), "VERDICT,...",
+        "Verdicts answered with 403: malicious, suspicious, benign, unknown";
+    GATE_ALLOW: "allow", "TIP_GATE_ALLOW", "tip_gate_allow", wit: false, default: Some(""), "CIDR,...",
+        "Addresses forwarded without a lookup (after deny)";
+    GATE_DENY: "deny", "TIP_GATE_DENY", "tip_gate_deny", wit: false, default: Some(""), "CIDR,...",
+        "Addresses answered with 403 without a lookup (checked first)";
+    GATE_FAIL: "fail", "TIP_GATE_FAIL", "tip_gate_fail", wit: false, default: Some("open"), "open|closed",
+        "When no decision is made (no client address, API failure, timeout): forward (open) or answer 503 (closed)";
+    GATE_DECISION_TIMEOUT_MS: "decision-timeout-ms", "TIP_GATE_DECISION_TIMEOUT_MS", "tip_gate_decision_timeout_ms", wit: false, default: Some("2000"), "MS",
+        "Limit of the whole lookup of one client address, retries included, in ms";
+    GATE_VERDICT_HEADER: "verdict-header", "TIP_GATE_VERDICT_HEADER", "tip_gate_verdict_header", wit: false, default: Some("false"), "BOOL",
+        "Add x-tip-verdict (e.g. `benign; zone=green`) to forwarded requests that were looked up";
+    GATE_ORIGIN_TIMEOUT_MS: "origin-timeout-ms", "TIP_GATE_ORIGIN_TIMEOUT_MS", "tip_gate_origin_timeout_ms", wit: false, default: Some("30000"), "MS",
+        "Connect, first-byte and between-bytes timeouts towards the origin, in ms";
+}
+
+/// Merges runtime configuration (`wasi:config/store` pairs, keys `tip_*`)
+/// over the environment: a config key `tip_api_key` stands for `TIP_API_KEY`
+/// and wins over it. Keys without the `tip_` prefix are ignored.
+pub fn merge_settings(
+    config: Vec<(String, String)>,
+    mut env: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    for (key, value) in config {
+        if !key.to_ascii_lowercase().starts_with("tip_") {
+            continue;
+        }
+        let name = key.to_ascii_uppercase();
+        env.retain(|(k, _)| *k != name);
+        env.push((name, value));
+    }
+    env
 }
 
 /// The fields of a WIT `settings` record as text, by setting. The
@@ -241,6 +288,44 @@ mod tests {
         let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
         names.dedup();
         assert_eq!(names.len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn gate_names_follow_one_rule() {
+        for s in GATE_SETTINGS {
+            let snake = s.name.replace('-', "_");
+            assert_eq!(
+                s.env,
+                format!("TIP_GATE_{}", snake.to_ascii_uppercase()),
+                "{s:?}"
+            );
+            assert_eq!(s.key, format!("tip_gate_{snake}"), "{s:?}");
+            assert!(
+                !s.in_wit && !s.doc.is_empty() && !s.doc.contains('\n'),
+                "{s:?}"
+            );
+            assert!(!SETTINGS.iter().any(|o| o.env == s.env), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn config_keys_override_the_environment() {
+        let merged = merge_settings(
+            vec![
+                ("tip_api_key".into(), "from-config".into()),
+                ("tip_gate_origin".into(), "http://o".into()),
+                ("other".into(), "ignored".into()),
+            ],
+            vec![
+                ("TIP_API_KEY".into(), "from-env".into()),
+                ("TIP_API".into(), "opentip".into()),
+            ],
+        );
+        assert!(merged.contains(&("TIP_API_KEY".into(), "from-config".into())));
+        assert!(merged.contains(&("TIP_API".into(), "opentip".into())));
+        assert!(merged.contains(&("TIP_GATE_ORIGIN".into(), "http://o".into())));
+        assert!(!merged.iter().any(|(k, _)| k == "OTHER"));
+        assert_eq!(merged.len(), 3);
     }
 
     /// The README's row of a setting.

@@ -12,8 +12,8 @@
 use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingRequest,
-    RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, Method, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
 };
 use wasi::io::poll::{Pollable, poll};
 use wasi::io::streams::{InputStream, StreamError};
@@ -57,6 +57,34 @@ pub fn with_client<R>(
         Ok(mut memory) => f(&mut Client::new(&mut transport, env).with_store(&mut *memory)),
         Err(_) => f(&mut Client::new(&mut transport, env)),
     })
+}
+
+/// Answers an incoming request with `status`, `headers` and the whole of
+/// `body` (the service's answers, the gate's own refusals). A client that
+/// goes away mid-answer only ends the write early; a header the host
+/// refuses is left out.
+pub fn respond(out: ResponseOutparam, status: u16, headers: &[(String, String)], body: &[u8]) {
+    let fields = Fields::new();
+    for (name, value) in headers {
+        let _ = fields.append(name, value.as_bytes());
+    }
+    let response = OutgoingResponse::new(fields);
+    let _ = response.set_status_code(status);
+    let Ok(outgoing) = response.body() else {
+        ResponseOutparam::set(out, Ok(response));
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = outgoing.write() {
+        // `blocking-write-and-flush` takes at most 4096 bytes at a time.
+        for chunk in body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+        drop(stream);
+    }
+    let _ = OutgoingBody::finish(outgoing, None);
 }
 
 /// Where one request is.

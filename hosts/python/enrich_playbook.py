@@ -27,7 +27,7 @@ from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import Component, Linker, Variant
 
 WASM = os.environ.get("TIP_ENRICH_WASM", "tip_enrich_component.wasm")
-INTERFACE = "tip:enrich/enrich-ip@0.6.0"
+INTERFACE = "tip:enrich/enrich-ip@0.7.0"
 # An error line echoes at most this many characters of its input (the CLI's).
 MAX_ECHO_CHARS = 128
 # The fields of a verdict line, in the CLI's order.

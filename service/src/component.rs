@@ -4,14 +4,12 @@
 //! write early.
 
 use ::wasi::clocks::monotonic_clock;
-use ::wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use ::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use ::wasi::io::poll::poll;
 use ::wasi::io::streams::StreamError;
 use tip_enrich::events::LookupError;
 use tip_enrich::settings::{self, empty as empty_settings};
-use tip_enrich::{Config, Purpose, Secrets, environment, lookup_in, with_client};
+use tip_enrich::{Config, Purpose, Secrets, environment, lookup_in, respond, with_client};
 use tip_enrich_keyvalue::with_bucket;
 
 use crate::http::{
@@ -204,31 +202,9 @@ fn health() -> Answer {
 }
 
 fn send(out: ResponseOutparam, answer: Answer) {
-    let headers = Fields::new();
-    let mut all = vec![("content-type".to_string(), answer.content_type.to_string())];
-    all.extend(answer.headers);
-    for (name, value) in &all {
-        // Our own header names and values are valid; a host that refuses one
-        // still gets an answer without it.
-        let _ = headers.append(name, value.as_bytes());
-    }
-    let response = OutgoingResponse::new(headers);
-    let _ = response.set_status_code(answer.status);
-    let Ok(body) = response.body() else {
-        ResponseOutparam::set(out, Ok(response));
-        return;
-    };
-    ResponseOutparam::set(out, Ok(response));
-    if let Ok(stream) = body.write() {
-        // `blocking-write-and-flush` takes at most 4096 bytes at a time.
-        for chunk in answer.body.chunks(4096) {
-            if stream.blocking_write_and_flush(chunk).is_err() {
-                break;
-            }
-        }
-        drop(stream);
-    }
-    let _ = OutgoingBody::finish(body, None);
+    let mut headers = vec![("content-type".to_string(), answer.content_type.to_string())];
+    headers.extend(answer.headers);
+    respond(out, answer.status, &headers, &answer.body);
 }
 
 struct Service;

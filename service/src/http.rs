@@ -411,22 +411,8 @@ pub fn health_answer(config: Result<(), EnrichError>) -> Answer {
 }
 
 /// Merges runtime configuration (`wasi:config/store` pairs, keys `tip_*`)
-/// over the environment: a config key `tip_api_key` stands for `TIP_API_KEY`
-/// and wins over it. Keys without the `tip_` prefix are ignored.
-pub fn merge_settings(
-    config: Vec<(String, String)>,
-    mut env: Vec<(String, String)>,
-) -> Vec<(String, String)> {
-    for (key, value) in config {
-        if !key.to_ascii_lowercase().starts_with("tip_") {
-            continue;
-        }
-        let name = key.to_ascii_uppercase();
-        env.retain(|(k, _)| *k != name);
-        env.push((name, value));
-    }
-    env
-}
+/// over the environment (the core's, shared with the IP gate).
+pub use tip_enrich::settings::merge_settings;
 
 #[cfg(test)]
 mod tests {
@@ -731,23 +717,5 @@ mod tests {
         assert_eq!(a.status, 200);
         assert_eq!(body(&a)["configured"], false);
         assert_eq!(body(&a)["problem"]["kind"], "config");
-    }
-
-    #[test]
-    fn config_store_keys_override_the_environment() {
-        let merged = merge_settings(
-            vec![
-                ("tip_api_key".into(), "from-config".into()),
-                ("other".into(), "ignored".into()),
-            ],
-            vec![
-                ("TIP_API_KEY".into(), "from-env".into()),
-                ("TIP_API".into(), "opentip".into()),
-            ],
-        );
-        assert!(merged.contains(&("TIP_API_KEY".into(), "from-config".into())));
-        assert!(merged.contains(&("TIP_API".into(), "opentip".into())));
-        assert!(!merged.iter().any(|(k, _)| k == "OTHER"));
-        assert_eq!(merged.len(), 2);
     }
 }
