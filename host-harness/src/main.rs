@@ -687,43 +687,47 @@ fn gate(cli: &Cli, matches: &ArgMatches, args: &GateArgs) -> Result<ExitCode> {
             Cidr::parse_list(list).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
         }
     }
-    // The gate's own settings, as its `tip_gate_*` keys; the client header
+    // The gate's own settings (`settings::GATE_SETTINGS`), as their
+    // `tip_gate_*` keys; the client header
     // and trusted proxies always, so host and guest read the same ones.
     let number = |n: Option<u64>| n.map(|n| n.to_string());
     let gate_settings = [
-        ("tip_gate_origin", Some(args.origin.clone())),
+        (settings::GATE_ORIGIN.key, Some(args.origin.clone())),
         (
-            "tip_gate_client_ip_header",
+            settings::GATE_CLIENT_IP_HEADER.key,
             Some(client_ip_header.name().to_owned()),
         ),
         (
-            "tip_gate_trusted_proxies",
+            settings::GATE_TRUSTED_PROXIES.key,
             Some(args.trusted_proxies.clone()),
         ),
-        ("tip_gate_block", args.block.clone()),
-        ("tip_gate_allow", args.allow.clone()),
-        ("tip_gate_deny", args.deny.clone()),
+        (settings::GATE_BLOCK.key, args.block.clone()),
+        (settings::GATE_ALLOW.key, args.allow.clone()),
+        (settings::GATE_DENY.key, args.deny.clone()),
         (
-            "tip_gate_fail",
+            settings::GATE_FAIL.key,
             args.fail.map(|f| match f {
                 FailMode::Open => "open".to_owned(),
                 FailMode::Closed => "closed".to_owned(),
             }),
         ),
         (
-            "tip_gate_decision_timeout_ms",
+            settings::GATE_DECISION_TIMEOUT_MS.key,
             number(args.decision_timeout_ms),
         ),
         (
-            "tip_gate_verdict_header",
+            settings::GATE_VERDICT_HEADER.key,
             args.verdict_header.then(|| "true".to_owned()),
         ),
-        ("tip_gate_origin_timeout_ms", number(args.origin_timeout_ms)),
+        (
+            settings::GATE_ORIGIN_TIMEOUT_MS.key,
+            number(args.origin_timeout_ms),
+        ),
     ];
     pairs.extend(
         gate_settings
             .into_iter()
-            .filter_map(|(k, v)| Some((k.to_owned(), v?))),
+            .filter_map(|(s, v)| Some((s.to_owned(), v?))),
     );
     let path = args
         .gate_component

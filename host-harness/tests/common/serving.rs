@@ -25,10 +25,24 @@ impl Serving {
     /// Starts serve with `args` after `serve --listen 127.0.0.1:0`, no
     /// `TIP_API_KEY` of the test's own, and `env` set.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Serving {
+        Serving::spawn("serve", args, env)
+    }
+
+    /// `tip-enrich gate --listen 127.0.0.1:0` with `args`, as [`Serving::start`].
+    pub fn start_gate(args: &[&str], env: &[(&str, &str)]) -> Serving {
+        Serving::spawn("gate", args, env)
+    }
+
+    /// The process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(subcommand: &str, args: &[&str], env: &[(&str, &str)]) -> Serving {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tip-enrich"));
         cmd.env_remove("TIP_API_KEY")
             .env("TIP_ENRICH_CACHE", "off")
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([subcommand, "--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -52,7 +66,7 @@ impl Serving {
         // Compiling the component can take a while on a busy machine.
         let addr = rx
             .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("serve did not start: {}", stderr.lock().unwrap()));
+            .unwrap_or_else(|_| panic!("{subcommand} did not start: {}", stderr.lock().unwrap()));
         Serving {
             child,
             addr,
