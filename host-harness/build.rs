@@ -119,19 +119,21 @@ const GUESTS: &[Guest] = &[
         features: "",
         artifact: None,
     },
+    // The gate's forwarding with no decision: the benchmark's baseline. Before
+    // the gate: each build of the package rewrites cargo's tip_enrich_gate.wasm,
+    // so the gate's own build must come last (this one is copied away first).
+    Guest {
+        package: "tip-enrich-gate",
+        env: "TIP_ENRICH_PASSTHROUGH_COMPONENT_PATH",
+        features: "passthrough",
+        artifact: Some("tip_enrich_gate_passthrough.wasm"),
+    },
     // The IP gate (world ip-gate, `tip-enrich gate`).
     Guest {
         package: "tip-enrich-gate",
         env: "TIP_ENRICH_GATE_COMPONENT_PATH",
         features: "",
         artifact: None,
-    },
-    // The gate's forwarding with no decision: the benchmark's baseline.
-    Guest {
-        package: "tip-enrich-gate",
-        env: "TIP_ENRICH_PASSTHROUGH_COMPONENT_PATH",
-        features: "passthrough",
-        artifact: Some("tip_enrich_gate_passthrough.wasm"),
     },
     // Tests only (host limits, egress); read from its path, never embedded.
     Guest {
