@@ -16,6 +16,15 @@ What it checks (each line of output says which):
                 version that engine serves, and only interfaces the engine serves and
                 the wadm link carries). The answer store: key_value_stores grants the
                 label the component opens (tip_store_bucket, else `default`).
+  spin-gate/spin.toml
+                the IP gate (gate/) on Spin: TOML, the same schema, one component on
+                route /...; its variables are names src/settings.rs declares (TIP_* and
+                TIP_GATE_*), each refers to a declared application variable, the key is
+                secret and required, the client address comes from spin-client-addr;
+                allowed_outbound_hosts is the default base URLs and the origin
+                (tip_gate_origin's default), nothing else; the store it opens is granted;
+                the source path is the build command's artifact; with --build, the gate
+                built with feature spin imports Spin's wasi:config and wasi:keyvalue.
   runtime-config.toml
                 Spin runtime config (spin up --runtime-config-file): parses; fits
                 deploy/schemas/spin-runtime-config.subset.schema.json; every label of
@@ -60,6 +69,7 @@ NOTES = DEPLOY / "README.md"
 SPIN_SCHEMA = DEPLOY / "schemas" / "spin-manifest-v2.subset.schema.json"
 SPIN_RUNTIME_CONFIG = DEPLOY / "spin" / "runtime-config.toml"
 SPIN_RUNTIME_SCHEMA = DEPLOY / "schemas" / "spin-runtime-config.subset.schema.json"
+SPIN_GATE_TOML = DEPLOY / "spin-gate" / "spin.toml"
 
 SERVICE_PACKAGE = "tip-enrich-service"
 ARTIFACT = Path("target/wasm32-wasip2/component/tip_enrich_service.wasm")
@@ -68,6 +78,13 @@ BUILD_ARGS = ["--profile", "component", "--target", "wasm32-wasip2", "-p", SERVI
 # wasi:config/store version it serves (service/Cargo.toml, wit/enrich.wit).
 ENGINE_FEATURE = {"Spin 3": "spin", "wasmCloud 1": "wasmcloud"}
 SPIN_BUILD_ARGS = [*BUILD_ARGS, "--features", ENGINE_FEATURE["Spin 3"]]
+# The IP gate (gate/, world ip-gate-spin): built for Spin only.
+GATE_PACKAGE = "tip-enrich-gate"
+GATE_ARTIFACT = Path("target/wasm32-wasip2/component/tip_enrich_gate.wasm")
+GATE_BUILD_ARGS = ["--profile", "component", "--target", "wasm32-wasip2", "-p", GATE_PACKAGE,
+                   "--features", "spin"]
+GATE_ORIGIN = "tip_gate_origin"
+GATE_CLIENT_HEADER = ("tip_gate_client_ip_header", "spin-client-addr")
 # The settings the deployment examples set; the component reads each from
 # wasi:config/store key tip_x, then from environment variable TIP_X.
 SETTINGS = ["tip_api_key", "tip_api", "tip_base_url", "tip_auth", "tip_timeout_ms"]
@@ -166,20 +183,28 @@ def check_settings_names(r: Report, names: list[str], where: str) -> None:
 # ---------------------------------------------------------------- Spin
 
 
-def check_spin(r: Report) -> dict:
-    with SPIN_TOML.open("rb") as f:
+def load_spin(r: Report, path: Path, label: str) -> dict | None:
+    """A Spin manifest: TOML that fits our schema subset."""
+    with path.open("rb") as f:
         try:
             m = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
-            r.fail(f"spin.toml: not TOML: {e}")
-            return {}
-    r.ok("spin.toml: TOML")
+            r.fail(f"{label}: not TOML: {e}")
+            return None
+    r.ok(f"{label}: TOML")
     schema = json.loads(SPIN_SCHEMA.read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(m), key=lambda e: list(e.path))
     for e in errors:
-        r.fail(f"spin.toml: schema: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}")
+        r.fail(f"{label}: schema: {'/'.join(map(str, e.path)) or '(top)'}: {e.message}")
     if not errors:
-        r.ok(f"spin.toml: fits {rel(SPIN_SCHEMA)}")
+        r.ok(f"{label}: fits {rel(SPIN_SCHEMA)}")
+    return m
+
+
+def check_spin(r: Report) -> dict:
+    m = load_spin(r, SPIN_TOML, "spin.toml")
+    if m is None:
+        return {}
 
     app_vars = m.get("variables", {})
     comps = m.get("component", {})
@@ -230,6 +255,64 @@ def check_spin(r: Report) -> dict:
             r.check(label in stores, f"{where}: key_value_stores {stores} grants the store the component opens "
                                      f"({label!r})")
     return m
+
+
+def check_spin_gate(r: Report) -> None:
+    """deploy/spin-gate/spin.toml: the IP gate on Spin."""
+    label = "spin-gate/spin.toml"
+    if not r.check(SPIN_GATE_TOML.is_file(), f"{rel(SPIN_GATE_TOML)} exists"):
+        return
+    m = load_spin(r, SPIN_GATE_TOML, label)
+    if m is None:
+        return
+    app_vars = m.get("variables", {})
+    comps = m.get("component", {})
+    triggers = m.get("trigger", {}).get("http", [])
+    r.check(len(comps) == 1, f"{label}: one component")
+    for t in triggers:
+        r.check(t.get("component") in comps, f"{label}: trigger {t.get('route')} names a declared component")
+    r.check(any(t.get("route") == "/..." for t in triggers), f"{label}: route /... gates every path")
+    env = config_rs_env_names()
+    for cid, c in comps.items():
+        where = f"{label}: component {cid}"
+        cvars = c.get("variables", {})
+        unknown = [n for n in cvars if n.upper() not in env]
+        r.check(not unknown, f"{where}: every setting is a TIP_* name src/settings.rs declares "
+                             f"(unknown: {unknown or 'none'})")
+        refs_of = {n: re.findall(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}", v) for n, v in cvars.items()}
+        for name, value in cvars.items():
+            if (name, value) == GATE_CLIENT_HEADER:
+                continue
+            r.check(bool(refs_of[name]) and all(x in app_vars for x in refs_of[name]),
+                    f"{where}: variable {name} = {value!r} refers to declared application variables")
+        r.check(cvars.get(GATE_CLIENT_HEADER[0]) == GATE_CLIENT_HEADER[1],
+                f"{where}: {GATE_CLIENT_HEADER[0]} is {GATE_CLIENT_HEADER[1]!r} (Spin sets that header itself)")
+        key_src = refs_of.get(KEY, [])
+        kv = app_vars.get(key_src[0], {}) if key_src else {}
+        r.check(kv.get("secret") is True and kv.get("required") is True and "default" not in kv,
+                f"{where}: {KEY} comes from a secret, required application variable with no default")
+        origin_src = refs_of.get(GATE_ORIGIN, [])
+        origin_default = app_vars.get(origin_src[0], {}).get("default", "") if origin_src else ""
+        if not r.check(bool(re.match(r"^https?://[^/]", origin_default)),
+                       f"{where}: {GATE_ORIGIN} comes from a variable whose default is an http(s) URL"):
+            continue
+        hosts = c.get("allowed_outbound_hosts", [])
+        wanted = {origin(d) for d in default_base_urls()} | {origin(origin_default)}
+        r.check(set(hosts) == wanted, f"{where}: allowed_outbound_hosts is the default base URLs and the origin "
+                                      f"{origin(origin_default)} (want {sorted(wanted)}, have {sorted(hosts)})")
+        stores = c.get("key_value_stores", [])
+        bucket = opened_bucket(r, cvars, app_vars, where)
+        if bucket is not None:
+            r.check(bucket in stores, f"{where}: key_value_stores {stores} grants the store the gate opens ({bucket!r})")
+        build_cfg = c.get("build", {})
+        workdir = (SPIN_GATE_TOML.parent / build_cfg.get("workdir", ".")).resolve()
+        r.check(workdir == ROOT, f"{where}: build workdir is the repository root")
+        cmd = build_cfg.get("command", "")
+        r.check(isinstance(cmd, str) and cmd.split() == ["cargo", "build", *GATE_BUILD_ARGS],
+                f"{where}: build command is `cargo build {' '.join(GATE_BUILD_ARGS)}`")
+        src = c.get("source")
+        r.check(isinstance(src, str) and (SPIN_GATE_TOML.parent / src).resolve() == ROOT / GATE_ARTIFACT,
+                f"{where}: source {src} is the build's artifact {GATE_ARTIFACT} (relative to spin-gate/spin.toml)")
 
 
 def opened_bucket(r: Report, settings: dict, app_vars: dict, where: str) -> str | None:
@@ -285,7 +368,7 @@ def check_spin_runtime_config(r: Report, spin: dict) -> dict:
     return rc
 
 
-def workspace_has_service() -> bool | None:
+def workspace_has(package: str) -> bool | None:
     try:
         out = subprocess.run(
             ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
@@ -294,20 +377,22 @@ def workspace_has_service() -> bool | None:
     except (OSError, subprocess.CalledProcessError) as e:
         print(f"note  cargo metadata failed: {e}", file=sys.stderr)
         return None
-    return any(p["name"] == SERVICE_PACKAGE for p in json.loads(out)["packages"])
+    return any(p["name"] == package for p in json.loads(out)["packages"])
 
 
-def check_artifact(r: Report, build: bool, engine: str, linked: set[str] | None) -> None:
-    """With --build: build the service component for `engine` as deploy/README.md
-    says and look inside it. `linked`: for wasmCloud, the wasi:keyvalue
-    interfaces the wadm link carries."""
-    args = [*BUILD_ARGS, "--features", ENGINE_FEATURE[engine]]
+def check_artifact(r: Report, build: bool, engine: str, linked: set[str] | None,
+                   package: str = SERVICE_PACKAGE, artifact: Path = ARTIFACT) -> None:
+    """With --build: build `package` (the service, or the gate) for `engine` as
+    deploy/README.md says and look inside it. `linked`: for wasmCloud, the
+    wasi:keyvalue interfaces the wadm link carries."""
+    args = ["--profile", "component", "--target", "wasm32-wasip2", "-p", package,
+            "--features", ENGINE_FEATURE[engine]]
     if not build:
-        r.skip(f"artifact {ARTIFACT} for {engine}: not built (run with --build)")
+        r.skip(f"artifact {artifact} for {engine}: not built (run with --build)")
         return
-    has = workspace_has_service()
+    has = workspace_has(package)
     if not has:
-        r.skip(f"artifact: package {SERVICE_PACKAGE} is not in the workspace yet, nothing to build")
+        r.skip(f"artifact: package {package} is not in the workspace yet, nothing to build")
         return
     r.check(f"cargo build {' '.join(args)}" in notes_text(),
             f"artifact: deploy/README.md gives the {engine} build command")
@@ -316,7 +401,7 @@ def check_artifact(r: Report, build: bool, engine: str, linked: set[str] | None)
         return
     # spin build writes to <repo>/target; cargo honours CARGO_TARGET_DIR when set.
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    path = target / ARTIFACT.relative_to("target")
+    path = target / artifact.relative_to("target")
     if not r.check(path.is_file(), f"artifact: {path} exists after the build"):
         return
     try:
@@ -670,8 +755,10 @@ def main() -> int:
     rc = check_spin_runtime_config(r, spin)
     check_spinapp(r, spin, rc)
     linked = check_wadm(r, args.wadm_check, args.wadm_schema)
+    check_spin_gate(r)
     for engine in CONFIG_STORE_SERVED:
         check_artifact(r, args.build, engine, linked if engine == "wasmCloud 1" else None)
+    check_artifact(r, args.build, "Spin 3", None, GATE_PACKAGE, GATE_ARTIFACT)
     if r.warnings:
         print(f"deploy: {r.warnings} warnings (WARN lines above)")
     print(f"deploy: {r.passed} passed, {r.failures} failed, {r.skipped} skipped")

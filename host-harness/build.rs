@@ -44,6 +44,7 @@ fn main() {
         "../component-cached",
         "../keyvalue",
         "../service",
+        "../gate",
         "../wit",
         "../Cargo.toml",
         "../Cargo.lock",
@@ -64,7 +65,23 @@ fn main() {
     // `cargo build -p <package>` makes (one invocation would unify the
     // features of shared dependencies across the guests).
     for guest in GUESTS {
-        let wasm = build_guest(&root, &target_dir, guest.package);
+        let wasm = build_guest(&root, &target_dir, guest.package, guest.features);
+        // A build with features gets a name of its own: the next build of the
+        // same package would overwrite cargo's artifact.
+        let wasm = match guest.artifact {
+            Some(name) => {
+                let copy = wasm.with_file_name(name);
+                if let Err(e) = std::fs::copy(&wasm, &copy) {
+                    fail(&format!(
+                        "copying {} to {}: {e}",
+                        wasm.display(),
+                        copy.display()
+                    ));
+                }
+                copy
+            }
+            None => wasm,
+        };
         println!("cargo:rustc-env={}={}", guest.env, wasm.display());
     }
 }
@@ -75,6 +92,10 @@ struct Guest {
     package: &'static str,
     /// The environment variable (at compile time) that holds its path.
     env: &'static str,
+    /// Cargo features of the build (none: the default ones).
+    features: &'static str,
+    /// The name the artifact is copied to, for a build with features.
+    artifact: Option<&'static str>,
 }
 
 const GUESTS: &[Guest] = &[
@@ -82,20 +103,44 @@ const GUESTS: &[Guest] = &[
     Guest {
         package: "tip-enrich-component-cached",
         env: "TIP_ENRICH_COMPONENT_PATH",
+        features: "",
+        artifact: None,
     },
     // World enricher, for hosts without wasi:keyvalue (jco, wasmtime run).
     Guest {
         package: "tip-enrich-component",
         env: "TIP_ENRICH_PLAIN_COMPONENT_PATH",
+        features: "",
+        artifact: None,
     },
     Guest {
         package: "tip-enrich-service",
         env: "TIP_ENRICH_SERVICE_COMPONENT_PATH",
+        features: "",
+        artifact: None,
+    },
+    // The gate's forwarding with no decision: the benchmark's baseline. Before
+    // the gate: each build of the package rewrites cargo's tip_enrich_gate.wasm,
+    // so the gate's own build must come last (this one is copied away first).
+    Guest {
+        package: "tip-enrich-gate",
+        env: "TIP_ENRICH_PASSTHROUGH_COMPONENT_PATH",
+        features: "passthrough",
+        artifact: Some("tip_enrich_gate_passthrough.wasm"),
+    },
+    // The IP gate (world ip-gate, `tip-enrich gate`).
+    Guest {
+        package: "tip-enrich-gate",
+        env: "TIP_ENRICH_GATE_COMPONENT_PATH",
+        features: "",
+        artifact: None,
     },
     // Tests only (host limits, egress); read from its path, never embedded.
     Guest {
         package: "misbehaving-guest",
         env: "TIP_ENRICH_MISBEHAVING_COMPONENT_PATH",
+        features: "",
+        artifact: None,
     },
 ];
 
@@ -200,7 +245,7 @@ fn ensure_target() {
     );
 }
 
-fn build_guest(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
+fn build_guest(root: &Path, target_dir: &Path, package: &str, features: &str) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(root)
@@ -216,6 +261,9 @@ fn build_guest(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
             "--target-dir",
         ])
         .arg(target_dir);
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
     // Flags meant for the host build (coverage, clippy, sanitizers) must not leak into the guest.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

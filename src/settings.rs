@@ -308,6 +308,32 @@ mod tests {
         }
     }
 
+    /// gate/README.md's row of a gate setting.
+    fn gate_readme_row(s: &Setting) -> String {
+        let default = match s.default {
+            Some(d) if !d.is_empty() => format!("`{d}`"),
+            _ => "—".to_owned(),
+        };
+        format!(
+            "| `{}` | `{}` | `{}` | {default} | {} |",
+            s.env,
+            s.key,
+            s.value.replace('|', "\\|"),
+            s.doc
+        )
+    }
+
+    #[test]
+    fn the_gate_readme_lists_every_gate_setting() {
+        let readme = include_str!("../gate/README.md");
+        let rows: Vec<String> = GATE_SETTINGS.iter().map(gate_readme_row).collect();
+        assert!(
+            rows.iter().all(|r| readme.contains(r.as_str())),
+            "gate/README.md's settings table is out of date; its rows are:\n{}",
+            rows.join("\n")
+        );
+    }
+
     #[test]
     fn config_keys_override_the_environment() {
         let merged = merge_settings(

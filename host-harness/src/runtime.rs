@@ -77,6 +77,13 @@ pub const PLAIN_COMPONENT_PATH: &str = env!("TIP_ENRICH_PLAIN_COMPONENT_PATH");
 /// Where the service component (world `enrich-service`, `service/`) was built.
 pub const SERVICE_COMPONENT_PATH: &str = env!("TIP_ENRICH_SERVICE_COMPONENT_PATH");
 
+/// Where the IP gate component (world `ip-gate`, `gate/`) was built.
+pub const GATE_COMPONENT_PATH: &str = env!("TIP_ENRICH_GATE_COMPONENT_PATH");
+
+/// Where the gate built with feature `passthrough` (the same forwarding, no
+/// decision: the benchmark's baseline) was built.
+pub const PASSTHROUGH_COMPONENT_PATH: &str = env!("TIP_ENRICH_PASSTHROUGH_COMPONENT_PATH");
+
 /// Where the precompiled form of `wasm` for `engine` is cached: in
 /// [`crate::store::cache_dir`] (`$TIP_ENRICH_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/tip-enrich`, else `$HOME/.cache/tip-enrich`); the name
