@@ -174,7 +174,11 @@ impl WasiHttpHooks for Hooks {
             .unwrap_or_default();
         if self.also_live.as_deref() == Some(authority.as_str()) {
             self.record_seen(&request, true);
-            return Box::new(send_live(request, options));
+            return Box::new(async move {
+                let (mut response, io) = send_live(request, options).await?;
+                crate::gate::drop_connection_listed(response.headers_mut());
+                Ok((response, io))
+            });
         }
         match &self.egress {
             Egress::Replay(set) => {

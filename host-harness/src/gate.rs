@@ -36,6 +36,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::bounded::{BodyError, Bounded, Limits};
 use crate::serve::{ServeOptions, Service, accept};
 
+/// The gate component built from this checkout by `build.rs` (world `ip-gate`).
+pub const GATE_COMPONENT: &[u8] = include_bytes!(env!("TIP_ENRICH_GATE_COMPONENT_PATH"));
+
 /// The header the client address travels in, between the host and the gate
 /// component (`tip_gate_client_ip_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +227,24 @@ pub fn write_client_address(
     }
 }
 
+/// Removes the headers a `connection` header names (RFC 9110 7.6.1): they
+/// were for the hop that ends here. wasi-http hides `connection` itself from
+/// a guest, so the guest cannot do this; the host does it, for the request
+/// before the guest sees it and for the origin's answer
+/// ([`crate::egress::Hooks::also_live`]).
+pub fn drop_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(&name);
+    }
+}
+
 /// What the gate adds to [`ServeOptions`].
 #[derive(Debug, Clone)]
 pub struct GateOptions {
@@ -270,6 +291,7 @@ async fn handle(
     peer: SocketAddr,
 ) -> hyper::Response<HyperOutgoingBody> {
     let (mut parts, body) = request.into_parts();
+    drop_connection_listed(&mut parts.headers);
     let trusted = options
         .trusted_proxies
         .iter()
@@ -416,6 +438,24 @@ mod tests {
             written(SpinClientAddr, &[], proxy, true),
             ["127.0.0.2:5000"]
         );
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Hop"),
+            ("connection", " x-other ,, not a name"),
+            ("x-hop", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+        ] {
+            headers.append(k, HeaderValue::from_static(v));
+        }
+        drop_connection_listed(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["connection", "x-kept"]);
     }
 
     #[test]

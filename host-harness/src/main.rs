@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use host_harness::egress::Egress;
-use host_harness::gate::{Cidr, ClientIpHeader, Gate, GateOptions};
+use host_harness::gate::{Cidr, ClientIpHeader, GATE_COMPONENT, Gate, GateOptions};
 use host_harness::keyvalue::KvCtx;
 use host_harness::output::{
     Shape, error_line, error_to_core, report_line, trap_line, verdict_line, verdict_to_core,
@@ -729,12 +729,11 @@ fn gate(cli: &Cli, matches: &ArgMatches, args: &GateArgs) -> Result<ExitCode> {
             .into_iter()
             .filter_map(|(s, v)| Some((s.to_owned(), v?))),
     );
-    let path = args
-        .gate_component
-        .as_ref()
-        .context("--gate-component PATH is needed: this build bundles no gate component")?;
-    let wasm = std::fs::read(path)
-        .with_context(|| format!("reading --gate-component {}", path.display()))?;
+    let wasm = match &args.gate_component {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading --gate-component {}", path.display()))?,
+        None => GATE_COMPONENT.to_vec(),
+    };
     let options = ServeOptions {
         egress,
         also_live: Some(origin),
