@@ -577,3 +577,72 @@ fn a_200_mib_download_and_a_20_mib_upload_cross_intact_in_flat_memory() {
         "the gate's peak RSS reached {peak} KiB (bound {MAX_HWM_KIB} KiB): bodies were buffered"
     );
 }
+
+#[test]
+fn every_client_header_format_is_written_by_the_host() {
+    let origin = Origin::start();
+    // (header, what a trusted proxy sends for the red client, a spoof of it)
+    let formats = [
+        ("forwarded", format!("for={RED}"), format!("for={RED}")),
+        (
+            "spin-client-addr",
+            format!("{RED}:4711"),
+            format!("{RED}:4711"),
+        ),
+        ("true-client-ip", RED.to_owned(), RED.to_owned()),
+    ];
+    for (header, from_proxy, spoof) in &formats {
+        let gate = start(
+            &origin.url,
+            &[
+                "--client-ip-header",
+                header,
+                "--trusted-proxies",
+                "127.0.0.2/32",
+            ],
+        );
+        // Through the trusted proxy: its copy is what the gate judges.
+        let (status, _, body) = get(&gate, PROXY, "/", &[(header, from_proxy)]);
+        assert_eq!(status, 403, "{header} from the proxy: {body}");
+        // From anyone else: the copy is replaced by the peer (reserved: passes).
+        let (status, _, body) = get(&gate, "127.0.0.1", "/", &[(header, spoof)]);
+        assert_eq!(status, 200, "{header} spoofed: {body}");
+        assert!(
+            !body.contains(RED),
+            "{header}: the spoof reached the origin: {body}"
+        );
+    }
+}
+
+#[test]
+fn a_request_body_that_stalls_is_ended_at_the_idle_gap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start();
+    let gate = start(&origin.url, &["--body-idle-timeout-secs", "1"]);
+    let ended = rt().block_on(async {
+        let mut conn = tokio::net::TcpStream::connect(&gate.addr).await.unwrap();
+        conn.write_all(
+            b"POST /upload HTTP/1.1\r\nhost: gate.test\r\ncontent-length: 1000\r\n\r\nonly a part",
+        )
+        .await
+        .unwrap();
+        // The gate ends the request (an answer, a close or a reset) well
+        // before this guard; the body is never finished.
+        let since = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut answer))
+            .await
+            .is_ok();
+        // For information, never asserted.
+        eprintln!(
+            "ended after {:?}: {:?}",
+            since.elapsed(),
+            String::from_utf8_lossy(&answer).lines().next()
+        );
+        ended
+    });
+    assert!(ended, "the stalled upload was still open after 20 s");
+    // And the gate goes on.
+    let (status, _, body) = get(&gate, "127.0.0.1", "/after", &[]);
+    assert_eq!(status, 200, "{body}");
+}
