@@ -605,17 +605,27 @@ fn progress(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// The egress of a `wasi:http` host (serve, gate) and its `wasi:config`
-/// pairs: every lookup setting as its `tip_*` key, the key included.
-fn http_host_config(cli: &Cli, matches: &ArgMatches) -> Result<(Egress, Vec<(String, String)>)> {
+/// What a `wasi:http` host (serve, gate) gives its component.
+struct HttpHost {
+    /// The lookup's egress.
+    egress: Egress,
+    /// Every lookup setting as its `tip_*` `wasi:config` key, the key included.
+    pairs: Vec<(String, String)>,
+    /// The API's authority (the base URL's, normalised), which the gate's
+    /// origin must not share.
+    api: Option<String>,
+}
+
+fn http_host_config(cli: &Cli, matches: &ArgMatches) -> Result<HttpHost> {
     let key = read_key(cli)?;
     let config = resolve(&given_settings(matches, None), Purpose::Verdict)?;
+    let api = url_authority(&config.base_url.to_url()).map(|(_, authority)| authority);
     let (egress, key) = egress(cli, &config, key)?;
     let pairs = given_settings(matches, key)
         .into_iter()
         .map(|(s, v)| (s.key.to_owned(), v))
         .collect();
-    Ok((egress, pairs))
+    Ok(HttpHost { egress, pairs, api })
 }
 
 /// A listener on `addr`, and the address it got (the port of `:0`).
@@ -637,7 +647,7 @@ fn http_runtime() -> Result<tokio::runtime::Runtime> {
 
 fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> {
     // Every setting reaches the service as its `wasi:config` key.
-    let (egress, pairs) = http_host_config(cli, matches)?;
+    let HttpHost { egress, pairs, .. } = http_host_config(cli, matches)?;
     let wasm = match &args.service_component {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("reading --service-component {}", path.display()))?,
@@ -672,12 +682,23 @@ fn serve(cli: &Cli, matches: &ArgMatches, args: &ServeArgs) -> Result<ExitCode> 
 
 /// `tip-enrich gate`: the gate component in front of `--origin`.
 fn gate(cli: &Cli, matches: &ArgMatches, args: &GateArgs) -> Result<ExitCode> {
-    let (egress, mut pairs) = http_host_config(cli, matches)?;
+    let HttpHost {
+        egress,
+        mut pairs,
+        api,
+    } = http_host_config(cli, matches)?;
     let Some((_, origin)) = host_harness::url_authority(&args.origin) else {
         bail!(
             "--origin must be an http:// or https:// URL with a host, no credentials and no query"
         );
     };
+    // The origin is reached live whatever the egress: sharing the API's
+    // authority, the API's requests would bypass --replay and --record.
+    if api.as_deref() == Some(origin.as_str()) {
+        bail!(
+            "--origin must not be the API's host ({origin}): its requests would bypass the lookup's egress"
+        );
+    }
     let client_ip_header = ClientIpHeader::parse(&args.client_ip_header)
         .map_err(|e| anyhow::anyhow!("--client-ip-header {e}"))?;
     let trusted_proxies = Cidr::parse_list(&args.trusted_proxies)

@@ -646,3 +646,48 @@ fn a_request_body_that_stalls_is_ended_at_the_idle_gap() {
     let (status, _, body) = get(&gate, "127.0.0.1", "/after", &[]);
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn only_the_origin_goes_live_and_the_api_follows_the_replay() {
+    let origin = Origin::start();
+    // Replaying, with the base URL at a live loopback server: the component's
+    // lookup is not in the recordings, so it is denied (fail open), and the
+    // server never sees a connection; the origin is reached.
+    let api = Server::start(|_| Action::json(500, "{}"));
+    let url = api.url();
+    let gate = start(
+        &origin.url,
+        &[
+            "--replay",
+            host_harness::BUNDLED_RECORDINGS,
+            "--base-url",
+            &url,
+            "--trusted-proxies",
+            "127.0.0.2/32",
+        ],
+    );
+    let (status, headers, body) = get(&gate, PROXY, "/", &[("x-forwarded-for", GREEN)]);
+    assert_eq!(status, 200, "{body}");
+    assert!(failed_open(&headers, &body), "{headers:?} {body}");
+    assert_eq!(api.connections(), 0, "the API was reached despite --replay");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[test]
+fn an_origin_on_the_apis_host_is_refused_at_the_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tip-enrich"))
+        .env_remove("TIP_API_KEY")
+        .env("TIP_ENRICH_CACHE", "off")
+        .args([
+            "gate",
+            "--listen",
+            "127.0.0.1:0",
+            "--origin",
+            "https://tip.kaspersky.com/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must not be the API's host"), "{stderr}");
+}
