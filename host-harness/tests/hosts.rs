@@ -566,6 +566,38 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `wasmtime serve` on `addr` with WASI, wasi-http, wasi:config and
+/// wasi:keyvalue, the key from the environment (the guests' fallback) and
+/// the base URL through wasi:config; add `-S` options and the component.
+fn wasmtime_serve(base_url: &str, addr: &str) -> Command {
+    let mut cmd = command(&installed("bin/wasmtime"));
+    cmd.env("TIP_API_KEY", KEY)
+        .args([
+            "serve", "-S", "cli", "-S", "http", "-S", "config", "-S", "keyvalue",
+        ])
+        .arg("-S")
+        .arg(format!("config-var=tip_base_url={base_url}"))
+        .args(["--env", "TIP_API_KEY", "--addr", addr]);
+    cmd
+}
+
+/// Waits until `serve` (wasmtime serve) accepts connections on `addr`,
+/// at most [`BUDGET`]; panics with its stderr if it exits or does not.
+fn wait_listening(serve: &mut Running, addr: &str) {
+    let deadline = Instant::now() + BUDGET;
+    while TcpStream::connect(addr).is_err() {
+        if let Some(status) = serve.exited() {
+            panic!("wasmtime serve exited ({status}):\n{}", serve.stderr());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wasmtime serve did not listen on {addr} within {BUDGET:?}:\n{}",
+            serve.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// GET over HTTP/1.0 (so the body ends at close): status and body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let a = common::serving::request(addr, "GET", path, "");
@@ -580,31 +612,11 @@ fn json(body: &str) -> Value {
 fn wasmtime_cli_serves_the_service_world() {
     let server = recorded_api();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = command(&installed("bin/wasmtime"));
-    // The key from the environment (the service's fallback), the base URL
-    // through wasi:config.
-    cmd.env("TIP_API_KEY", KEY)
-        .args([
-            "serve", "-S", "cli", "-S", "http", "-S", "config", "-S", "keyvalue",
-        ])
-        .arg("-S")
-        .arg(format!("config-var=tip_base_url={}", server.url()))
-        .args(["--env", "TIP_API_KEY", "--addr", &addr])
-        .arg(SERVICE_COMPONENT_PATH);
+    let mut cmd = wasmtime_serve(&server.url(), &addr);
+    cmd.arg(SERVICE_COMPONENT_PATH);
     let mut serve = Running::spawn(cmd, "wasmtime serve");
 
-    let deadline = Instant::now() + BUDGET;
-    while TcpStream::connect(&addr).is_err() {
-        if let Some(status) = serve.exited() {
-            panic!("wasmtime serve exited ({status}):\n{}", serve.stderr());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "wasmtime serve did not listen on {addr} within {BUDGET:?}:\n{}",
-            serve.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&mut serve, &addr);
 
     let (status, body) = http_get(&addr, "/healthz");
     assert_eq!(status, 200, "{body}");
@@ -747,4 +759,109 @@ fn wasmtime_py_playbook_calls_enrich() {
         .arg(repo().join("hosts/python/enrich_playbook.py"))
         .args(json_host_inputs());
     check_json_host(Finished::run(python, "python enrich_playbook.py"), &server);
+}
+
+/// A front proxy on 127.0.0.1 for one upstream: each connection's request
+/// head (GETs only) is forwarded with the peer appended to
+/// `x-forwarded-for` (as a proxy that trusts the hop before it does) and
+/// `connection: close`, and the answer copied back.
+fn front_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let peer = client.peer_addr().unwrap().ip();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+                let mut out = format!("{}\r\n", lines.next().unwrap_or_default());
+                let mut chain = Vec::new();
+                for line in lines {
+                    let name = line
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    match name.as_str() {
+                        "x-forwarded-for" => chain.push(line[16..].trim().to_owned()),
+                        "connection" => {}
+                        _ => out.push_str(&format!("{line}\r\n")),
+                    }
+                }
+                chain.push(peer.to_string());
+                out.push_str(&format!(
+                    "x-forwarded-for: {}\r\nconnection: close\r\n\r\n",
+                    chain.join(", ")
+                ));
+                let Ok(mut up) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                use std::io::Write;
+                let _ = up.write_all(out.as_bytes());
+                let _ = std::io::copy(&mut up, &mut client);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn wasmtime_cli_serves_the_gate_behind_a_front_proxy() {
+    let api = recorded_api();
+    // The origin echoes the headers it got.
+    let origin = Server::start(|seen| {
+        let headers: serde_json::Map<String, Value> = seen
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        Action::json(200, &Value::Object(headers).to_string())
+    });
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = wasmtime_serve(&api.url(), &addr);
+    cmd.arg("-S")
+        .arg(format!("config-var=tip_gate_origin={}", origin.url()))
+        // The front proxy and its peer are on loopback.
+        .args(["-S", "config-var=tip_gate_trusted_proxies=127.0.0.0/8"])
+        .arg(host_harness::runtime::GATE_COMPONENT_PATH);
+    let mut serve = Running::spawn(cmd, "wasmtime serve");
+    wait_listening(&mut serve, &addr);
+    let front = front_proxy(addr);
+    let get = |xff: &str| {
+        let mut conn = TcpStream::connect(&front).unwrap();
+        conn.set_read_timeout(Some(BUDGET)).unwrap();
+        use std::io::Write;
+        write!(
+            conn,
+            "GET /page HTTP/1.1\r\nhost: gate.test\r\naccept: application/json\r\n\
+             x-forwarded-for: {xff}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        let _ = conn.read_to_string(&mut raw);
+        raw
+    };
+
+    // Red, the client address the front proxy passed on: 403, nothing forwarded.
+    let raw = get("45.9.148.108");
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("malicious") && raw.contains("red"), "{raw}");
+    assert!(origin.seen().is_empty());
+    // Green: forwarded, the chain kept.
+    let raw = get("8.8.8.8");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let xff = seen[0].header("x-forwarded-for").unwrap_or_default();
+    assert!(xff.starts_with("8.8.8.8, 127.0.0.1"), "{xff}");
+    let (stdout, stderr) = (serve.stdout(), serve.stderr());
+    drop(serve);
+    assert_no_key("wasmtime serve (gate)", &stdout, &stderr);
 }

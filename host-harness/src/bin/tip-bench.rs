@@ -276,6 +276,12 @@ fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("events") {
         return events_bench::run(std::env::args().skip(2));
     }
+    if std::env::args().nth(1).as_deref() == Some("gate") {
+        return gate_bench::run(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("gate-origin") {
+        return gate_bench::origin(std::env::args().skip(2));
+    }
     if std::env::args().nth(1).as_deref() == Some("serve-vs-wasmtime") {
         return serve_vs_wasmtime::run(std::env::args().skip(2));
     }
@@ -917,19 +923,26 @@ mod serve_vs_wasmtime {
     use http_body_util::{BodyExt, Empty};
     use wasmtime_wasi_http::io::TokioIo;
 
+    /// How long and how hard to load each server.
+    #[derive(Debug, clap::Args)]
+    pub(super) struct Rounds {
+        /// Rounds per (path, concurrency); each round runs every server once.
+        #[arg(long, default_value_t = 5)]
+        pub(super) rounds: usize,
+        /// Seconds of load per server per round.
+        #[arg(long, default_value_t = 3.0)]
+        pub(super) secs: f64,
+        /// Keep-alive connections, each with one request at a time.
+        #[arg(long, value_delimiter = ',', default_values_t = [8usize, 32])]
+        pub(super) concurrency: Vec<usize>,
+    }
+
     /// Throughput of `tip-enrich serve` against `wasmtime serve`.
     #[derive(Debug, Parser)]
     #[command(name = "tip-bench serve-vs-wasmtime")]
     struct Args {
-        /// Rounds per (path, concurrency); each round runs every server once.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        /// Seconds of load per server per round.
-        #[arg(long, default_value_t = 3.0)]
-        secs: f64,
-        /// Keep-alive connections, each with one request at a time.
-        #[arg(long, value_delimiter = ',', default_values_t = [8usize, 32])]
-        concurrency: Vec<usize>,
+        #[command(flatten)]
+        load: Rounds,
         /// Paths to GET (none costs a request to the network).
         #[arg(long, value_delimiter = ',', default_values_t = ["/v1/ip/10.0.0.1".to_owned(), "/healthz".to_owned()])]
         paths: Vec<String>,
@@ -949,9 +962,9 @@ mod serve_vs_wasmtime {
     }
 
     /// A server under test, killed on drop.
-    struct Server {
+    pub(super) struct Server {
         name: String,
-        addr: SocketAddr,
+        pub(super) addr: SocketAddr,
         command: String,
         child: Child,
         log: PathBuf,
@@ -964,12 +977,24 @@ mod serve_vs_wasmtime {
         }
     }
 
-    fn free_addr() -> Result<SocketAddr> {
+    impl Server {
+        /// Its process id (for `/proc/<pid>/status`).
+        pub(super) fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    pub(super) fn free_addr() -> Result<SocketAddr> {
         Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
     }
 
     /// Starts `program args` and waits until it accepts connections.
-    fn start(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Result<Server> {
+    pub(super) fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+    ) -> Result<Server> {
         let addr: SocketAddr = args
             .iter()
             .find_map(|a| a.parse().ok())
@@ -1017,7 +1042,7 @@ mod serve_vs_wasmtime {
     }
 
     /// What one load run did.
-    struct Load {
+    pub(super) struct Load {
         ok: u64,
         failed: u64,
         elapsed: Duration,
@@ -1034,6 +1059,7 @@ mod serve_vs_wasmtime {
     async fn connection(
         addr: SocketAddr,
         path: String,
+        headers: Vec<(String, String)>,
         until: tokio::time::Instant,
     ) -> Result<(u64, u64, Vec<Duration>)> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
@@ -1046,9 +1072,12 @@ mod serve_vs_wasmtime {
         });
         let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
         while tokio::time::Instant::now() < until {
-            let request = hyper::Request::get(path.as_str())
-                .header(hyper::header::HOST, "127.0.0.1")
-                .body(Empty::<Bytes>::new())?;
+            let mut request =
+                hyper::Request::get(path.as_str()).header(hyper::header::HOST, "127.0.0.1");
+            for (name, value) in &headers {
+                request = request.header(name, value);
+            }
+            let request = request.body(Empty::<Bytes>::new())?;
             let started = Instant::now();
             sender
                 .ready()
@@ -1075,8 +1104,15 @@ mod serve_vs_wasmtime {
         Ok((ok, failed, latencies))
     }
 
-    /// `concurrency` connections on `GET path` for `secs`, on one thread.
-    fn load(addr: SocketAddr, path: &str, concurrency: usize, secs: f64) -> Result<Load> {
+    /// `concurrency` connections on `GET path` (with `headers`) for `secs`,
+    /// on one thread.
+    pub(super) fn load(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(String, String)],
+        concurrency: usize,
+        secs: f64,
+    ) -> Result<Load> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -1085,7 +1121,14 @@ mod serve_vs_wasmtime {
             let started = Instant::now();
             let until = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
             let tasks: Vec<_> = (0..concurrency)
-                .map(|_| tokio::task::spawn_local(connection(addr, path.to_owned(), until)))
+                .map(|_| {
+                    tokio::task::spawn_local(connection(
+                        addr,
+                        path.to_owned(),
+                        headers.to_vec(),
+                        until,
+                    ))
+                })
                 .collect();
             let mut total = Load {
                 ok: 0,
@@ -1104,12 +1147,80 @@ mod serve_vs_wasmtime {
         })
     }
 
-    fn median(mut xs: Vec<f64>) -> f64 {
+    /// `GET path` on every server, `rounds` times `secs` each, the order
+    /// alternating from round to round; one line per server: the median
+    /// req/s, p50 and p99 over all rounds, the ratio to the first server.
+    pub(super) fn compare(
+        servers: &[Server],
+        path: &str,
+        headers: &[(String, String)],
+        concurrency: usize,
+        rounds: usize,
+        secs: f64,
+    ) -> Result<()> {
+        let mut rps = vec![Vec::new(); servers.len()];
+        let mut lat = vec![Vec::new(); servers.len()];
+        for round in 0..rounds {
+            let mut order: Vec<usize> = (0..servers.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let Some(s) = servers.get(i) else { continue };
+                let l = load(s.addr, path, headers, concurrency, secs)?;
+                if l.failed > 0 {
+                    bail!(
+                        "{}: {} of {} requests failed",
+                        s.name,
+                        l.failed,
+                        l.failed + l.ok
+                    );
+                }
+                if let Some(r) = rps.get_mut(i) {
+                    r.push(l.rps());
+                }
+                if let Some(v) = lat.get_mut(i) {
+                    v.extend(l.latencies);
+                }
+            }
+        }
+        let reference = rps.first().cloned().map(median).unwrap_or(f64::NAN);
+        for (i, s) in servers.iter().enumerate() {
+            let r = rps.get(i).cloned().unwrap_or_default();
+            let mut l = lat.get(i).cloned().unwrap_or_default();
+            l.sort();
+            let pct = |p: f64| {
+                l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                    .map_or_else(
+                        || "n/a".into(),
+                        |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
+                    )
+            };
+            let m = median(r.clone());
+            println!(
+                "{:<18} {:>4}  {:<30} {:>10.0} {:>9} {:>9}  {:>6.2}x  {}",
+                path,
+                concurrency,
+                s.name,
+                m,
+                pct(0.5),
+                pct(0.99),
+                m / reference,
+                r.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn median(mut xs: Vec<f64>) -> f64 {
         xs.sort_by(f64::total_cmp);
         xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
     }
 
-    fn loadavg() -> String {
+    pub(super) fn loadavg() -> String {
         std::fs::read_to_string("/proc/loadavg")
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_else(|_| "n/a".into())
@@ -1199,7 +1310,7 @@ mod serve_vs_wasmtime {
 
         println!(
             "serve throughput: {} rounds x {} s per server, interleaved",
-            args.rounds, args.secs
+            args.load.rounds, args.load.secs
         );
         println!(
             "wasmtime: {}",
@@ -1212,7 +1323,7 @@ mod serve_vs_wasmtime {
         // Warm-up: compile caches, pools, the kernel's socket state.
         for s in &servers {
             for path in &args.paths {
-                load(s.addr, path, 8, 0.5)?;
+                load(s.addr, path, &[], 8, 0.5)?;
             }
         }
         println!(
@@ -1220,65 +1331,277 @@ mod serve_vs_wasmtime {
             "path", "conc", "server", "req/s", "p50", "p99", "ratio"
         );
         for path in &args.paths {
-            for &concurrency in &args.concurrency {
-                let mut rps = vec![Vec::new(); servers.len()];
-                let mut lat = vec![Vec::new(); servers.len()];
-                for round in 0..args.rounds {
-                    let mut order: Vec<usize> = (0..servers.len()).collect();
-                    if round % 2 == 1 {
-                        order.reverse();
-                    }
-                    for i in order {
-                        let Some(s) = servers.get(i) else { continue };
-                        let l = load(s.addr, path, concurrency, args.secs)?;
-                        if l.failed > 0 {
-                            bail!(
-                                "{}: {} of {} requests failed",
-                                s.name,
-                                l.failed,
-                                l.failed + l.ok
-                            );
-                        }
-                        if let Some(r) = rps.get_mut(i) {
-                            r.push(l.rps());
-                        }
-                        if let Some(v) = lat.get_mut(i) {
-                            v.extend(l.latencies);
-                        }
-                    }
-                }
-                let reference = rps.first().cloned().map(median).unwrap_or(f64::NAN);
-                for (i, s) in servers.iter().enumerate() {
-                    let r = rps.get(i).cloned().unwrap_or_default();
-                    let mut l = lat.get(i).cloned().unwrap_or_default();
-                    l.sort();
-                    let pct = |p: f64| {
-                        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                            .map_or_else(
-                                || "n/a".into(),
-                                |d| format!("{:.2} ms", d.as_secs_f64() * 1e3),
-                            )
-                    };
-                    let m = median(r.clone());
-                    println!(
-                        "{:<18} {:>4}  {:<30} {:>10.0} {:>9} {:>9}  {:>6.2}x  {}",
-                        path,
-                        concurrency,
-                        s.name,
-                        m,
-                        pct(0.5),
-                        pct(0.99),
-                        m / reference,
-                        r.iter()
-                            .map(|x| format!("{x:.0}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                }
+            for &concurrency in &args.load.concurrency {
+                compare(
+                    &servers,
+                    path,
+                    &[],
+                    concurrency,
+                    args.load.rounds,
+                    args.load.secs,
+                )?;
             }
         }
         println!("\nload average after: {}", loadavg());
         drop(servers);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
+
+/// `tip-bench gate`: requests/s and p50/p99 of `GET /` through `tip-enrich
+/// gate` at a cached decision (a client at 8.8.8.8 behind a trusted proxy,
+/// its verdict in the memory store after the warm-up), through the same host
+/// running the pass-through component (the same forwarding, no decision),
+/// and straight to the origin; then the gate's peak RSS (`VmHWM`) across one
+/// download of `--big-mib` MiB. The origin is this binary (`tip-bench
+/// gate-origin ADDR BYTES`), a hyper server in its own process; the API is
+/// replayed from the bundled recordings.
+///
+/// ```sh
+/// cargo build --release -p host-harness
+/// cargo run --release -p host-harness --bin tip-bench -- gate --rounds 5 --secs 3
+/// ```
+mod gate_bench {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, anyhow, bail};
+    use bytes::Bytes;
+    use clap::Parser;
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::body::{Body, Frame, SizeHint};
+    use wasmtime_wasi_http::io::TokioIo;
+
+    use super::serve_vs_wasmtime::{Rounds, Server, compare, free_addr, load, loadavg, start};
+
+    #[derive(Debug, Parser)]
+    #[command(name = "tip-bench gate")]
+    struct Args {
+        #[command(flatten)]
+        load: Rounds,
+        /// Size of the download the gate's RSS is read across, in MiB.
+        #[arg(long, default_value_t = 200)]
+        big_mib: u64,
+        /// `tip-enrich` to measure [default: beside this binary].
+        #[arg(long)]
+        tip_enrich: Option<PathBuf>,
+    }
+
+    /// A body of `left` bytes of one 64 KiB block, made as it is sent.
+    struct Big {
+        block: Bytes,
+        left: u64,
+    }
+
+    impl Body for Big {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let n = self.left.min(self.block.len() as u64);
+            self.left -= n;
+            let data = self.block.slice(..usize::try_from(n).unwrap_or(usize::MAX));
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.left)
+        }
+    }
+
+    type OriginBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+    /// `tip-bench gate-origin ADDR BYTES`: `GET /big` answers BYTES bytes,
+    /// anything else a short text.
+    pub fn origin(mut argv: impl Iterator<Item = String>) -> Result<()> {
+        let addr: SocketAddr = argv.next().context("gate-origin ADDR BYTES")?.parse()?;
+        let big: u64 = argv.next().context("gate-origin ADDR BYTES")?.parse()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let block = Bytes::from((0..1u32 << 16).map(|i| i as u8).collect::<Vec<u8>>());
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let block = block.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |r: hyper::Request<_>| {
+                        let body: OriginBody = if r.uri().path() == "/big" {
+                            Big {
+                                block: block.clone(),
+                                left: big,
+                            }
+                            .boxed_unsync()
+                        } else {
+                            Full::new(Bytes::from_static(b"hello from the origin\n")).boxed_unsync()
+                        };
+                        async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    }
+
+    /// Peak RSS of `pid`, in KiB.
+    fn peak_rss_kib(pid: u32) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmHWM for {pid}"))
+    }
+
+    /// `GET /big` through `addr`: the bytes received and the time taken.
+    fn download(addr: SocketAddr, headers: &[(String, String)]) -> Result<(u64, Duration)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| anyhow!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            let mut request = hyper::Request::get("/big").header(hyper::header::HOST, "127.0.0.1");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let started = Instant::now();
+            let response = sender
+                .send_request(request.body(Empty::<Bytes>::new())?)
+                .await
+                .map_err(|e| anyhow!("request: {e}"))?;
+            if response.status() != hyper::StatusCode::OK {
+                bail!("/big answered {}", response.status());
+            }
+            let mut body = response.into_body();
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| anyhow!("body: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    bytes += data.len() as u64;
+                }
+            }
+            Ok((bytes, started.elapsed()))
+        })
+    }
+
+    pub fn run(argv: impl Iterator<Item = String>) -> Result<()> {
+        let args = Args::parse_from(std::iter::once("gate".to_owned()).chain(argv));
+        let tip_enrich = match &args.tip_enrich {
+            Some(p) => p.clone(),
+            None => super::cli_path()?,
+        };
+        let dir = std::env::temp_dir().join(format!("tip-bench-gate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let big = args.big_mib << 20;
+        let origin_addr = free_addr()?;
+        let origin = start(
+            "origin",
+            &std::env::current_exe()?,
+            &[
+                "gate-origin".to_owned(),
+                origin_addr.to_string(),
+                big.to_string(),
+            ],
+            &dir,
+        )?;
+        let origin_url = format!("http://{origin_addr}");
+        let gate = |name: &str, component: &str| -> Result<Server> {
+            let addr = free_addr()?.to_string();
+            start(
+                name,
+                &tip_enrich,
+                &[
+                    "gate",
+                    "-q",
+                    "--listen",
+                    &addr,
+                    "--origin",
+                    &origin_url,
+                    "--trusted-proxies",
+                    "127.0.0.1/32",
+                    "--replay",
+                    host_harness::BUNDLED_RECORDINGS,
+                    "--cache",
+                    "memory",
+                    "--gate-component",
+                    component,
+                ]
+                .map(str::to_owned),
+                &dir,
+            )
+        };
+        let gated = gate(
+            "tip-enrich gate",
+            host_harness::runtime::GATE_COMPONENT_PATH,
+        )?;
+        let passthrough = gate(
+            "tip-enrich gate (pass-through)",
+            host_harness::runtime::PASSTHROUGH_COMPONENT_PATH,
+        )?;
+        // A green client behind the trusted proxy: looked up once (the
+        // warm-up), then decided from the answer store.
+        let headers = [("x-forwarded-for".to_owned(), "8.8.8.8".to_owned())];
+        println!(
+            "gate throughput: {} rounds x {} s per target, interleaved; GET / with x-forwarded-for: 8.8.8.8",
+            args.load.rounds, args.load.secs
+        );
+        println!("load average before: {}", loadavg());
+        let targets = [gated, passthrough, origin];
+        for t in &targets {
+            load(t.addr, "/", &headers, 8, 0.5)?;
+        }
+        println!(
+            "\n{:<18} {:>4}  {:<30} {:>10} {:>9} {:>9}  {:>7}  rounds (req/s)",
+            "path", "conc", "target", "req/s", "p50", "p99", "ratio"
+        );
+        for &concurrency in &args.load.concurrency {
+            compare(
+                &targets,
+                "/",
+                &headers,
+                concurrency,
+                args.load.rounds,
+                args.load.secs,
+            )?;
+        }
+        let [gated, passthrough, origin] = targets;
+        drop(passthrough);
+        let before = peak_rss_kib(gated.pid())?;
+        let (bytes, took) = download(gated.addr, &headers)?;
+        if bytes != big {
+            bail!("the download through the gate gave {bytes} of {big} bytes");
+        }
+        let after = peak_rss_kib(gated.pid())?;
+        println!(
+            "\n{} MiB through the gate in {:.2} s ({:.0} MiB/s); gate peak RSS {} KiB before, {} KiB after",
+            args.big_mib,
+            took.as_secs_f64(),
+            args.big_mib as f64 / took.as_secs_f64(),
+            before,
+            after
+        );
+        println!("load average after: {}", loadavg());
+        drop((gated, origin));
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
