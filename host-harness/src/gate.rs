@@ -297,13 +297,15 @@ async fn handle(
         .iter()
         .any(|c| c.contains(peer.ip()));
     write_client_address(&mut parts.headers, options.client_ip_header, peer, trusted);
+    // The idle gap counts from the slot: while the request waits for one,
+    // nothing reads its body, and the client's pause is not its own.
+    let slot = service.slot().await;
     let limits = Limits {
         total: None,
         idle: Some(options.body_idle_timeout),
         max_bytes: None,
     };
     let body = Bounded::new(body, limits).map_err(body_error);
-    let slot = service.slot().await;
     let answer = service
         .run(hyper::Request::from_parts(parts, body), slot)
         .await;
