@@ -140,6 +140,14 @@ async fn origin_answer(
                 json!({ "sha256": hex(&hash.finalize()), "bytes": bytes }),
             ))
         }
+        path if path.starts_with("/status/") => {
+            let status: u16 = path["/status/".len()..].parse().unwrap_or(500);
+            Ok(Response::builder()
+                .status(status)
+                .header("x-origin", "yes")
+                .body(full(format!("status {status} from the origin")))
+                .unwrap())
+        }
         path => {
             if path == "/slow" {
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -690,4 +698,16 @@ fn an_origin_on_the_apis_host_is_refused_at_the_start() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("must not be the API's host"), "{stderr}");
+}
+
+#[test]
+fn the_origins_status_and_headers_come_back_as_they_are() {
+    let origin = Origin::start();
+    let gate = start(&origin.url, &[]);
+    for status in [201, 404, 418, 503] {
+        let (got, headers, body) = get(&gate, "127.0.0.1", &format!("/status/{status}"), &[]);
+        assert_eq!(got, status, "{body}");
+        assert_eq!(headers["x-origin"], "yes");
+        assert_eq!(body, format!("status {status} from the origin"));
+    }
 }
