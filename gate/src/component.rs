@@ -311,6 +311,8 @@ fn handle(request: IncomingRequest, out: ResponseOutparam) {
         &headers,
         &Forwarding {
             client,
+            chain_is_the_client_header: gate.client_ip_header
+                == crate::policy::ClientIpHeader::XForwardedFor,
             proto,
             host,
             verdict: verdict.filter(|_| gate.verdict_header),

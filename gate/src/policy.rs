@@ -614,6 +614,11 @@ pub fn end_to_end(headers: &[(String, Vec<u8>)]) -> Headers {
 pub struct Forwarding<'a> {
     /// The client address, when there is one.
     pub client: Option<IpAddr>,
+    /// Whether `x-forwarded-for` is the client-address header: then its
+    /// chain already ends with the gate's own peer (the host or the front
+    /// proxy appended it), and the gate forwards it as it came instead of
+    /// appending the client a second time.
+    pub chain_is_the_client_header: bool,
     /// `http` or `https`: the incoming scheme.
     pub proto: &'a str,
     /// The incoming authority (else its `host` header).
@@ -627,7 +632,8 @@ pub struct Forwarding<'a> {
 /// The headers of the request to the origin: the end-to-end headers of the
 /// incoming one minus `host` (the origin's authority is the request's) and
 /// any `x-tip-verdict` or `x-tip-gate` the client sent, with the client
-/// appended to `x-forwarded-for` and `x-forwarded-proto` and
+/// appended to `x-forwarded-for` (unless that header is the client-address
+/// header, whose chain already ends with the gate's peer) and `x-forwarded-proto` and
 /// `x-forwarded-host` set. The configured client-address header is kept as
 /// it came (the origin may log it; the gate's own decision is in
 /// `x-tip-verdict`).
@@ -651,7 +657,7 @@ pub fn request_headers(incoming: &[(String, Vec<u8>)], f: &Forwarding<'_>) -> He
         .filter(|(n, _)| !own.iter().any(|o| n.eq_ignore_ascii_case(o)))
         .collect();
     let mut chain = earlier.join(", ");
-    if let Some(client) = f.client {
+    if let Some(client) = f.client.filter(|_| !f.chain_is_the_client_header) {
         if !chain.is_empty() {
             chain.push_str(", ");
         }
@@ -1191,6 +1197,7 @@ mod tests {
         ]);
         let f = Forwarding {
             client: Some(ip("203.0.113.7")),
+            chain_is_the_client_header: false,
             proto: "https",
             host: Some("gate.example"),
             verdict: Some((SoarVerdict::Benign, Zone::Green)),
@@ -1210,6 +1217,7 @@ mod tests {
         // Fail open, no address: the client's own chain is kept as it came.
         let f = Forwarding {
             client: None,
+            chain_is_the_client_header: false,
             proto: "http",
             host: None,
             verdict: None,
@@ -1231,6 +1239,19 @@ mod tests {
             },
         );
         assert_eq!(get(&out, "x-forwarded-for"), ["2001:db8::1"]);
+        // Regression (issue 12): when x-forwarded-for is the client-address
+        // header, the chain already ends with the gate's peer; the client it
+        // decided on is not appended again.
+        let out = request_headers(
+            &h(&[("x-forwarded-for", "8.8.8.8, 127.0.0.2")]),
+            &Forwarding {
+                client: Some(ip("8.8.8.8")),
+                chain_is_the_client_header: true,
+                proto: "http",
+                ..Default::default()
+            },
+        );
+        assert_eq!(get(&out, "x-forwarded-for"), ["8.8.8.8, 127.0.0.2"]);
     }
 
     #[test]

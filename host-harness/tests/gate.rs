@@ -366,7 +366,9 @@ fn an_allowed_client_is_forwarded_with_forwarding_headers_and_no_hop_by_hop_ones
     assert_eq!(echo["path"], "/a/b");
     assert_eq!(echo["query"], "x=1&y=two");
     let xff = seen(&echo, "x-forwarded-for").join(", ");
-    assert!(xff.starts_with(GREEN), "{xff}");
+    // The client, then the trusted proxy the host appended; the client is
+    // not appended a second time (regression, issue 12).
+    assert_eq!(xff, format!("{GREEN}, {PROXY}"));
     assert_eq!(seen(&echo, "x-forwarded-proto"), ["http"]);
     assert_eq!(seen(&echo, "x-forwarded-host"), ["gate.test"]);
     let origin_authority = origin.url.trim_start_matches("http://");
