@@ -570,7 +570,9 @@ pub fn origin_unreachable(why: &str, accept: Option<&str>) -> Answer {
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded either way, with
-/// the non-standard `proxy-connection`.
+/// the non-standard `proxy-connection`. `trailer` is not one: it declares
+/// the trailer fields end to end, and HTTP/1.1 servers (hyper) send only the
+/// trailers it declares, so dropping it would drop the origin's trailers.
 pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -578,10 +580,29 @@ pub const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Whether the request's `te` lists `trailers`.
+fn accepts_trailers(headers: &[(String, Vec<u8>)]) -> bool {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("te"))
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| {
+                    t.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .collect::<Vec<_>>()
+        })
+        .any(|t| t == "trailers")
+}
 
 /// A header list from wasi (`fields.entries()`).
 pub type Headers = Vec<(String, Vec<u8>)>;
@@ -666,6 +687,12 @@ pub fn request_headers(incoming: &[(String, Vec<u8>)], f: &Forwarding<'_>) -> He
     let mut add = |name: &str, value: String| out.push((name.to_owned(), value.into_bytes()));
     if !chain.is_empty() {
         add("x-forwarded-for", chain);
+    }
+    // `te` is hop-by-hop, but its `trailers` token says the client takes
+    // trailers; the gate passes the origin's through, so it says the same
+    // to the origin (HTTP/1.1 servers send trailers only when asked).
+    if accepts_trailers(incoming) {
+        add("te", "trailers".to_owned());
     }
     add("x-forwarded-proto", f.proto.to_owned());
     if let Some(host) = f.host.filter(|h| !h.is_empty()) {
@@ -1166,17 +1193,18 @@ mod tests {
             ("content-length", "12"),
             ("accept", "*/*"),
         ]);
+        // `trailer` declares end-to-end trailer fields: it goes through.
         assert_eq!(
             names(&end_to_end(&incoming)),
-            ["x-bar", "content-length", "accept"]
+            ["trailer", "x-bar", "content-length", "accept"]
         );
         assert_eq!(
             names(&response_headers(&incoming, false)),
-            ["x-bar", "content-length", "accept"]
+            ["trailer", "x-bar", "content-length", "accept"]
         );
         assert_eq!(
             names(&response_headers(&incoming, true)),
-            ["x-bar", "accept"]
+            ["trailer", "x-bar", "accept"]
         );
         assert!(bodiless(true, 200) && bodiless(false, 204) && bodiless(false, 304));
         assert!(!bodiless(false, 200));
@@ -1252,6 +1280,11 @@ mod tests {
             },
         );
         assert_eq!(get(&out, "x-forwarded-for"), ["8.8.8.8, 127.0.0.2"]);
+        // `te: trailers` is passed on as itself; any other `te` stays behind.
+        let f = Forwarding::default();
+        let with = request_headers(&h(&[("te", "gzip, Trailers;q=1")]), &f);
+        assert_eq!(get(&with, "te"), ["trailers"]);
+        assert!(get(&request_headers(&h(&[("te", "gzip")]), &f), "te").is_empty());
     }
 
     #[test]

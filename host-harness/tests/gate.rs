@@ -99,6 +99,37 @@ impl Body for BigBody {
     }
 }
 
+/// One data frame, then a trailer `x-checksum: sum-42`.
+struct TrailerBody {
+    step: u8,
+}
+
+impl Body for TrailerBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.step += 1;
+        Poll::Ready(match self.step {
+            1 => Some(Ok(Frame::data(Bytes::from_static(
+                b"body before the trailer",
+            )))),
+            2 => {
+                let mut trailers = hyper::HeaderMap::new();
+                trailers.insert(
+                    "x-checksum",
+                    hyper::header::HeaderValue::from_static("sum-42"),
+                );
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
 fn full(bytes: impl Into<Bytes>) -> OriginBody {
     Full::new(bytes.into()).boxed_unsync()
 }
@@ -140,6 +171,10 @@ async fn origin_answer(
                 json!({ "sha256": hex(&hash.finalize()), "bytes": bytes }),
             ))
         }
+        "/trailers" => Ok(Response::builder()
+            .header("trailer", "x-checksum")
+            .body(TrailerBody { step: 0 }.boxed_unsync())
+            .unwrap()),
         path if path.starts_with("/status/") => {
             let status: u16 = path["/status/".len()..].parse().unwrap_or(500);
             Ok(Response::builder()
@@ -712,4 +747,31 @@ fn the_origins_status_and_headers_come_back_as_they_are() {
         assert_eq!(headers["x-origin"], "yes");
         assert_eq!(body, format!("status {status} from the origin"));
     }
+}
+
+#[test]
+fn the_origins_trailers_come_back_to_a_client_that_takes_them() {
+    let origin = Origin::start();
+    let gate = start(&origin.url, &[]);
+    // The origin is told the client takes trailers.
+    let (_, _, echo) = get(&gate, "127.0.0.1", "/echo", &[("te", "trailers")]);
+    assert_eq!(seen(&echoed(&echo), "te"), ["trailers"]);
+    rt().block_on(async {
+        let request = Request::get("/trailers")
+            .header("host", "gate.test")
+            .header("te", "trailers")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            send_from(&gate.addr, "127.0.0.1", request),
+        )
+        .await
+        .expect("the gate answered");
+        assert_eq!(response.status(), 200);
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers came back");
+        assert_eq!(trailers["x-checksum"], "sum-42");
+        assert_eq!(collected.to_bytes(), "body before the trailer");
+    });
 }
